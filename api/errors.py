@@ -1,0 +1,120 @@
+"""Domain errors -> RFC 9457 problem+json, in one table.
+
+Every error body is ``{type, title, status, detail, code}`` with media type
+``application/problem+json``. ``detail`` comes from our own messages, which never
+carry personal data, token values or submitted field values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from vault.errors import KeyProviderUnavailable, OncevaultError, StorageError
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://oncevault.example/problems/"
+
+#: code -> (status, title). The DESIGN section 10 table, one row per code.
+STATUS: dict[str, tuple[int, str]] = {
+    "invalid_token": (401, "Invalid token"),
+    "invalid_dpop_proof": (401, "Invalid DPoP proof"),
+    "insufficient_user_authentication": (401, "Fresh sign-in required"),
+    "forbidden": (403, "Forbidden"),
+    "consent_not_active": (403, "Consent not active"),
+    "consent_revoked": (403, "Consent revoked"),
+    "consent_expired": (403, "Consent expired"),
+    "consent_exhausted": (403, "Consent exhausted"),
+    "scope_not_consented": (403, "Not consented"),
+    "purpose_not_allowed": (403, "Purpose not allowed"),
+    "items_not_allowed": (403, "Items not allowed"),
+    "type_not_issuable": (403, "Type not issuable"),
+    "not_self_asserted": (403, "Not self-asserted"),
+    "consent_not_found": (404, "Consent not found"),
+    "record_not_found": (404, "Record not found"),
+    "not_found": (404, "Not found"),
+    "method_not_allowed": (405, "Method not allowed"),
+    "consent_state_conflict": (409, "Consent state conflict"),
+    "malformed_request": (400, "Malformed request"),
+    "payload_too_large": (413, "Payload too large"),
+    "unsupported_media_type": (415, "Unsupported media type"),
+    "validation_error": (422, "Validation error"),
+    "rate_limited": (429, "Rate limited"),
+    "kms_unavailable": (503, "Key provider unavailable"),
+    "unavailable": (503, "Service unavailable"),
+    "internal_error": (500, "Internal error"),
+}
+
+RETRY_AFTER_SECONDS = {"rate_limited": 60, "kms_unavailable": 2, "unavailable": 2}
+
+
+def problem(
+    code: str,
+    detail: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response[dict[str, Any]]:
+    """A problem+json response for ``code``."""
+    status, title = STATUS.get(code, STATUS["internal_error"])
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "code": code,
+    }
+    if extra:
+        body.update(extra)
+    out_headers = dict(headers or {})
+    if code in RETRY_AFTER_SECONDS:
+        out_headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS[code]))
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=out_headers)
+
+
+def oncevault_error_handler(_: Request[Any, Any, Any], exc: OncevaultError) -> Response[Any]:
+    if isinstance(exc, KeyProviderUnavailable):
+        return problem("kms_unavailable", "the key provider is unavailable; retry shortly")
+    if isinstance(exc, StorageError):
+        return problem("unavailable", "the database is unavailable; retry shortly")
+    code = exc.code if exc.code in STATUS else "internal_error"
+    return problem(code, str(exc))
+
+
+_HTTP_CODES = {
+    400: "malformed_request",
+    401: "invalid_token",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    code = _HTTP_CODES.get(exc.status_code, "internal_error")
+    detail = None if exc.status_code >= 500 else STATUS[code][1]
+    return problem(code, detail)
+
+
+def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The exception type only: messages may quote input.
+    log.error("http.unhandled", error=exc.__class__.__name__)
+    return problem("internal_error", "internal error")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    OncevaultError: oncevault_error_handler,
+    HTTPException: http_exception_handler,
+    HTTP_500_INTERNAL_SERVER_ERROR: internal_error_handler,
+    Exception: internal_error_handler,
+}

@@ -1,0 +1,1 @@
+"""oncevault audit package."""

@@ -1,0 +1,1 @@
+"""oncevault policies package."""

@@ -1,0 +1,130 @@
+"""``oncevault init`` then ``serve``: health, readiness, refusals, graceful stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.helpers.server import ServerProcess, clean_env, run_cli
+
+
+def test_init_creates_an_embedded_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = run_cli("init", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert "migrations" in result.stdout
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    dotenv = data_dir / ".env"
+    assert "ONCEVAULT_DEV_IDP=1" in dotenv.read_text()
+    assert stat.S_IMODE(dotenv.stat().st_mode) == 0o600
+    assert (data_dir / "oncevault.sqlite").exists()
+    again = run_cli("init", "--data-dir", str(data_dir))
+    assert again.returncode == 0, again.stderr
+    assert "migrations up to date" in again.stdout
+
+
+def test_init_on_postgres_writes_no_dev_idp(tmp_path: Path) -> None:
+    dsn = os.environ.get("ONCEVAULT_TEST_POSTGRES_DSN")
+    data_dir = tmp_path / "data"
+    if not dsn:
+        # Without Postgres, a transit-less non-embedded setup is still non-embedded:
+        env = clean_env(ONCEVAULT_DATABASE_URL="postgresql://127.0.0.1:1/none")
+        result = run_cli("init", "--data-dir", str(data_dir), env=env)
+        assert result.returncode == 1
+        assert "database unreachable" in result.stderr
+        return
+    schema = "t_" + secrets.token_hex(6)
+    psql = ["psql", dsn, "-q", "-c"]
+    subprocess.run([*psql, f'CREATE SCHEMA "{schema}"'], check=True)
+    try:
+        # asyncpg passes unknown DSN query parameters on as server settings.
+        env = clean_env(ONCEVAULT_DATABASE_URL=f"{dsn}?search_path={schema}")
+        result = run_cli("init", "--data-dir", str(data_dir), env=env)
+        assert result.returncode == 0, result.stderr
+        assert not (data_dir / ".env").exists()
+        tables = subprocess.run(
+            [*psql, f"SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}'", "-tA"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        assert int(tables.stdout) >= 2
+    finally:
+        subprocess.run([*psql, f'DROP SCHEMA "{schema}" CASCADE'], check=True)
+
+
+def test_serve_answers_health_and_readiness(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert run_cli("init", "--data-dir", str(data_dir)).returncode == 0
+    server = ServerProcess(data_dir, workers=2)
+    with server:
+        health = httpx.get(server.base_url + "/healthz")
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok"}
+        assert health.headers["x-request-id"].startswith("req_")
+        ready = httpx.get(server.base_url + "/readyz")
+        assert ready.status_code == 200
+
+        # The database goes away: readiness fails closed, liveness stays.
+        for suffix in ("", "-wal", "-shm"):
+            (data_dir / f"oncevault.sqlite{suffix}").unlink(missing_ok=True)
+        gone = httpx.get(server.base_url + "/readyz")
+        assert gone.status_code == 503
+        assert gone.headers["content-type"].startswith("application/problem+json")
+        assert gone.json()["code"] == "unavailable"
+        assert "retry-after" in gone.headers
+        assert httpx.get(server.base_url + "/healthz").status_code == 200
+    assert server.process is not None
+    assert server.process.returncode == 0, server.log()
+    assert "app.stopped" in server.log()  # graceful shutdown ran the lifespan
+
+
+def test_log_lines_are_json_with_request_id(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert run_cli("init", "--data-dir", str(data_dir)).returncode == 0
+    with ServerProcess(data_dir) as server:
+        response = httpx.get(server.base_url + "/healthz")
+        request_id = response.headers["x-request-id"]
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("event") == "http.request"]
+    assert any(line.get("request_id") == request_id for line in access)
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "oncevault.sqlite").touch()
+    result = run_cli("serve", "--data-dir", str(data_dir), "--port", "1")
+    assert result.returncode == 1
+    assert "database is not migrated" in result.stderr
+    assert "oncevault init" in result.stderr
+
+
+def test_serve_refuses_a_missing_database(tmp_path: Path) -> None:
+    result = run_cli("serve", "--data-dir", str(tmp_path / "nothing"))
+    assert result.returncode == 1
+    assert "run `oncevault init` first" in result.stderr
+
+
+def test_serve_refuses_dev_idp_off_loopback(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert run_cli("init", "--data-dir", str(data_dir)).returncode == 0
+    result = run_cli("serve", "--data-dir", str(data_dir), "--host", "0.0.0.0")
+    assert result.returncode == 2
+    assert "ONCEVAULT_DEV_IDP" in result.stderr
+    assert "loopback" in result.stderr
+
+
+def test_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
+    env = clean_env(ONCEVAULT_KEY_PROVIDER="hsm")
+    result = run_cli("init", "--data-dir", str(tmp_path / "d"), env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "oncevault: ONCEVAULT_KEY_PROVIDER: unknown key provider (expected local or transit)"
+    ]

@@ -1,0 +1,1 @@
+"""oncevault vault package."""

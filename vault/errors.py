@@ -1,0 +1,68 @@
+"""Errors of the vault package.
+
+OncevaultError                 base of every domain error; carries a stable ``code``
+├── DecryptionError            any failure to open a sealed or wrapped value (one opaque error)
+├── KeyProviderUnavailable     the KEK provider did not answer in time or refused (fail closed)
+├── KeyProviderMisconfigured   the provider answered, but its key or mounts are unsafe or missing
+├── InvalidJWS                 a compact JWS failed verification (signature, header, size, kid)
+├── InvalidJWKS                a JWKS offered for registration is unusable or holds private members
+└── StorageError               the database is missing, unmigrated or unreachable
+"""
+
+from __future__ import annotations
+
+
+class OncevaultError(Exception):
+    """Base class of every oncevault domain error.
+
+    ``code`` is the stable machine-readable code that ``api/errors.py`` maps to an
+    HTTP status. Messages never contain personal data or secrets.
+    """
+
+    code: str = "internal_error"
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        if code is not None:
+            self.code = code
+
+
+class DecryptionError(OncevaultError):
+    """The value could not be opened."""
+
+    code = "decryption_failed"
+
+    def __init__(self) -> None:
+        # Deliberately the same message for every failure: wrong key, wrong
+        # associated data, truncated or tampered input.
+        super().__init__("decryption failed")
+
+
+class KeyProviderUnavailable(OncevaultError):
+    """The key provider is unavailable."""
+
+    code = "kms_unavailable"
+
+
+class KeyProviderMisconfigured(OncevaultError):
+    """The key provider's configuration is unsafe or incomplete."""
+
+    code = "kms_misconfigured"
+
+
+class InvalidJWS(OncevaultError):
+    """The signed token is not valid."""
+
+    code = "invalid_token"
+
+
+class InvalidJWKS(OncevaultError):
+    """The key set is not acceptable."""
+
+    code = "invalid_jwks"
+
+
+class StorageError(OncevaultError):
+    """The database is not usable."""
+
+    code = "unavailable"
