@@ -18,10 +18,11 @@ stays here and the rest of the code base sees:
 - **Client keys**: JWKS validation for registration, RFC 7638 thumbprints,
   and helpers that create and use client keys (CLI, DPoP clients, tests).
 
-The JOSE layer is implemented directly on ``cryptography`` rather than through
-pyjwt: parsing, header checks and algorithm pinning happen exactly once, here,
-so none of pyjwt's lenient defaults (any ``typ``, ignored ``kid``/``jku``
-headers, duplicate JSON keys, ``b64``) can leak through.
+Compact JWS parsing, header checks and algorithm pinning happen exactly once,
+here, so none of pyjwt's lenient defaults (any ``typ``, ignored ``kid``/``jku``
+headers, numeric-string ``exp``, duplicate JSON keys, ``b64``) can leak through;
+the signature primitives themselves are pyjwt's algorithm objects (``EdDSA``,
+``ES256`` with raw ``r||s``, ``PS256``).
 """
 
 from __future__ import annotations
@@ -39,17 +40,14 @@ from typing import Any, Final, Literal, NoReturn, TypeAlias
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAPSSAlgorithm
 
 from vault.errors import DecryptionError, InvalidJWKS, InvalidJWS
 
@@ -531,16 +529,23 @@ def _json_bytes(value: Mapping[str, object]) -> bytes:
     ).encode("utf-8")
 
 
+# The signature primitives are pyjwt's algorithm objects (raw r||s for ES256,
+# PSS with a digest-sized salt for PS256); parsing and every header rule stay here.
+_JWT_ALGORITHMS: Final[dict[ClientAlg, Any]] = {
+    "EdDSA": OKPAlgorithm(),
+    "ES256": ECAlgorithm(ECAlgorithm.SHA256),
+    "PS256": RSAPSSAlgorithm(RSAPSSAlgorithm.SHA256),
+}
+
+
 def _sign_with(key: _PrivateKey, alg: ClientAlg, data: bytes) -> bytes:
-    if alg == "EdDSA" and isinstance(key, Ed25519PrivateKey):
-        return key.sign(data)
-    if alg == "ES256" and isinstance(key, ec.EllipticCurvePrivateKey):
-        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    if alg == "PS256" and isinstance(key, rsa.RSAPrivateKey):
-        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-        return key.sign(data, pss, hashes.SHA256())
-    raise ValueError("private key does not match alg")  # pragma: no cover - callers check
+    expected = {"EdDSA": Ed25519PrivateKey, "ES256": ec.EllipticCurvePrivateKey}.get(alg)
+    if expected is None:
+        expected = rsa.RSAPrivateKey
+    if not isinstance(key, expected):  # pragma: no cover - callers check
+        raise ValueError("private key does not match alg")
+    signature: bytes = _JWT_ALGORITHMS[alg].sign(data, key)
+    return signature
 
 
 def _compact_jws(
@@ -643,23 +648,12 @@ def _check_header(header: Mapping[str, Any], typ: str | None, *, allow_jwk: bool
 
 
 def _verify_signature(key: _PublicKey, alg: ClientAlg, data: bytes, signature: bytes) -> bool:
-    try:
-        if alg == "EdDSA" and isinstance(key, Ed25519PublicKey):
-            key.verify(signature, data)
-            return True
-        if alg == "ES256" and isinstance(key, ec.EllipticCurvePublicKey):
-            if len(signature) != 64:
-                return False
-            r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
-            return True
-        if alg == "PS256" and isinstance(key, rsa.RSAPublicKey):
-            pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-            key.verify(signature, data, pss, hashes.SHA256())
-            return True
-    except (InvalidSignature, ValueError):
+    if alg == "ES256" and len(signature) != 64:
         return False
-    return False  # pragma: no cover - _load_public_jwk pairs alg and key type
+    try:
+        return bool(_JWT_ALGORITHMS[alg].verify(data, key, signature))
+    except (InvalidSignature, ValueError, TypeError):
+        return False
 
 
 def _finish(
