@@ -34,14 +34,47 @@ def free_port() -> int:
 def start(kind: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     if kind == "granian":
-        cmd = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
-               str(port), "--workers", "1", "--loop", "uvloop", "--no-ws", "hello_app:app"]
+        cmd = [
+            str(BIN / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--no-ws",
+            "hello_app:app",
+        ]
     else:
-        cmd = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--loop", "uvloop", "--http", "httptools" if _has("httptools") else "h11",
-               "--no-access-log", "--log-level", "warning", "hello_app:app"]
-    proc = subprocess.Popen(cmd, env=env, cwd=HERE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+        cmd = [
+            str(BIN / "uvicorn"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools" if _has("httptools") else "h11",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "hello_app:app",
+        ]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=HERE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -63,9 +96,17 @@ def _has(module: str) -> bool:
 
 def wrk(port: int, duration: int, connections: int) -> tuple[float, float, float]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-         f"http://127.0.0.1:{port}/hello"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            f"http://127.0.0.1:{port}/hello",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
@@ -86,12 +127,12 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, list[tuple[float, float, float]]] = {"granian": [], "uvicorn": []}
     for _ in range(args.rounds):
-        for kind in results:
+        for kind, rows in results.items():
             port = free_port()
             proc = start(kind, port)
             try:
                 wrk(port, 2, args.connections)  # warm-up
-                results[kind].append(wrk(port, args.duration, args.connections))
+                rows.append(wrk(port, args.duration, args.connections))
             finally:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=10)

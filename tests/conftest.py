@@ -20,7 +20,7 @@ from api.db import migrate, open_database
 from api.settings import DatabaseURL
 from vault.storage import Database
 
-# pytest_plugins added with the OpenBao fixture
+pytest_plugins = ["tests.fixtures.openbao"]
 
 settings.register_profile(
     "ci",

@@ -171,6 +171,16 @@ class Database:
     async def execute(self, sql: str, *args: object) -> None:
         await self._run(sql, args)
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run one statement for each parameter row, inside the current transaction."""
+        if not rows:
+            return
+        query = self._placeholders(sql)
+        transaction = self.engine.current_transaction.get()
+        if transaction is None:
+            raise StorageError("executemany needs a transaction")
+        await transaction.connection.executemany(query, [list(row) for row in rows])
+
     async def _run(self, sql: str, args: Sequence[object]) -> list[dict[str, Any]]:
         query = self._placeholders(sql)
         engine = self.engine

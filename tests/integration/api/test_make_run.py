@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -37,7 +37,9 @@ def test_make_run_serves_healthz_within_60s(tmp_path: Path) -> None:
         while time.monotonic() - started < 60:
             assert process.poll() is None, log_path.read_text(errors="replace")
             try:
-                healthy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+                healthy = (
+                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+                )
             except httpx.HTTPError:
                 healthy = False
             if healthy:

@@ -1,0 +1,187 @@
+"""The append-only audit log: appends inside the caller's transaction, and group commit.
+
+Two ways in:
+
+* :meth:`AuditLog.append` writes entries inside a transaction the caller already
+  opened, as its last statements, so the action and its entries commit together or
+  not at all (used by the CLI and by :meth:`AuditLog.run`).
+* :meth:`AuditLog.run` takes a *unit of work* — a coroutine function that performs
+  the action's statements and returns ``(value, drafts)`` — and runs it in a
+  shared transaction with the other units that arrived meanwhile (group commit).
+  Each unit gets a savepoint: a unit that raises is rolled back alone and its caller
+  gets the exception; the others commit. Every caller waits for its own batch's
+  COMMIT before it sees its result, so nothing is answered before it is durable.
+
+Appends serialise without forks or gaps: SQLite holds the write lock from
+``BEGIN IMMEDIATE``; PostgreSQL locks the single ``audit_state`` row
+(``SELECT ... FOR UPDATE``), with ``seq`` the primary key as a backstop.
+No key-provider call may happen inside a unit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import structlog
+
+from audit import merkle
+from audit.models import EntryDraft, StoredEntry, leaf_bytes
+from audit.repository import AuditRepository, TreeState
+from vault.clock import Clock
+from vault.errors import StorageError
+from vault.storage import Database
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+Work = Callable[[], Awaitable[tuple[T, Sequence[EntryDraft]]]]
+
+
+@dataclass
+class _Unit(Generic[T]):
+    work: Work[T]
+    future: asyncio.Future[tuple[T, list[StoredEntry]]]
+
+
+class AuditLog:
+    """Appends entries as leaves of the RFC 9162 tree and keeps its subtree hashes."""
+
+    def __init__(self, *, database: Database, clock: Clock, max_batch: int = 256) -> None:
+        self.db = database
+        self.repo = AuditRepository(database)
+        self.clock = clock
+        self.max_batch = max_batch
+        self._queue: list[_Unit[Any]] = []
+        self._worker: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        # Frontier cache keyed by tree size: the log is append-only, so a size
+        # determines its frontier; another process's appends change the size.
+        self._frontier_size = -1
+        self._frontier: list[bytes] = []
+        self.batches = 0
+        self.committed_units = 0
+
+    # -- direct append, inside the caller's transaction -----------------------------
+
+    async def append(self, drafts: Sequence[EntryDraft]) -> list[StoredEntry]:
+        """Append ``drafts`` in the caller's open transaction; return the stored entries."""
+        if not drafts:
+            return []
+        if not self.db.in_transaction():
+            raise RuntimeError("AuditLog.append needs an open transaction")
+        state = await self.repo.lock_state()
+        frontier = await self._load_frontier(state.size)
+        ts = self.clock.now_ms()
+        rows: list[tuple[dict[str, Any], bytes, bytes]] = []
+        stored: list[StoredEntry] = []
+        for offset, draft in enumerate(drafts):
+            entry = draft.to_entry(seq=state.size + offset, ts=ts)
+            leaf = leaf_bytes(entry)
+            digest = merkle.leaf_hash(leaf)
+            rows.append((entry, leaf, digest))
+            stored.append(StoredEntry(seq=entry["seq"], leaf=leaf, leaf_hash=digest, entry=entry))
+        await self.repo.insert_entries(rows)
+        nodes, new_frontier = merkle.append_nodes(frontier, state.size, [r[2] for r in rows])
+        await self.repo.insert_nodes(nodes)
+        new_size = state.size + len(rows)
+        await self.repo.set_state(
+            TreeState(size=new_size, root_hash=merkle.root_from_frontier(new_frontier))
+        )
+        # Cache only after the statements succeeded; a rollback leaves a size that
+        # the next append re-reads from the database and compares.
+        self._frontier_size, self._frontier = new_size, new_frontier
+        return stored
+
+    async def _load_frontier(self, size: int) -> list[bytes]:
+        if size == self._frontier_size:
+            return list(self._frontier)
+        wanted = merkle.frontier_nodes(size)
+        found = await self.repo.nodes(wanted)
+        try:
+            return [found[node] for node in wanted]
+        except KeyError:
+            raise StorageError("audit tree nodes are missing") from None
+
+    # -- group commit -------------------------------------------------------------
+
+    async def run(self, work: Work[T]) -> tuple[T, list[StoredEntry]]:
+        """Run ``work`` in a group-committed transaction; return its value and entries.
+
+        Raises whatever ``work`` raised (its statements rolled back), or
+        :class:`StorageError` when the batch could not commit.
+        """
+        loop = asyncio.get_running_loop()
+        unit: _Unit[T] = _Unit(work=work, future=loop.create_future())
+        self._queue.append(unit)
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain(), name="audit-group-commit")
+        return await asyncio.shield(unit.future)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Unit[Any]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            async with self.db.transaction():
+                for index, unit in enumerate(batch):
+                    savepoint = f"unit_{index}"
+                    await self.db.execute(f"SAVEPOINT {savepoint}")
+                    try:
+                        value, drafts = await unit.work()
+                        entries = await self.append(drafts)
+                    except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
+                        await self.db.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                        await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
+                        self._frontier_size = -1
+                        outcomes.append((False, exc))
+                        continue
+                    await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
+                    outcomes.append((True, (value, entries)))
+        except Exception as exc:  # noqa: BLE001 - commit failed: nobody's unit is durable
+            self._frontier_size = -1
+            error = exc if isinstance(exc, StorageError) else StorageError("commit failed")
+            log.warning("audit.batch_failed", error=exc.__class__.__name__, units=len(batch))
+            for unit in batch:
+                if not unit.future.done():
+                    unit.future.set_exception(error)
+            return
+        self.batches += 1
+        self.committed_units += sum(1 for ok, _ in outcomes if ok)
+        for unit, (ok, result) in zip(batch, outcomes, strict=True):
+            if unit.future.done():
+                continue
+            if ok:
+                unit.future.set_result(result)
+            else:
+                unit.future.set_exception(result)
+
+    async def close(self) -> None:
+        """Wait for queued units to commit."""
+        if self._worker is not None and not self._worker.done():
+            await self._worker
+
+    # -- reads --------------------------------------------------------------------
+
+    async def state(self) -> TreeState:
+        return await self.repo.state()
+
+    async def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
+        nodes = await self.repo.nodes(merkle.nodes_for_inclusion(seq, tree_size))
+        return merkle.inclusion_proof(seq, tree_size, nodes.__getitem__)
+
+    async def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        nodes = await self.repo.nodes(merkle.nodes_for_consistency(first, second))
+        return merkle.consistency_proof(first, second, nodes.__getitem__)
+
+    async def root_at(self, tree_size: int) -> bytes:
+        if tree_size == 0:
+            return merkle.EMPTY_ROOT
+        nodes = await self.repo.nodes(merkle.range_nodes(0, tree_size))
+        return merkle.hash_range(0, tree_size, nodes.__getitem__)

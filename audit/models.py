@@ -1,0 +1,195 @@
+"""Audit entries exactly as DESIGN section 7 (contract) defines them.
+
+An entry's leaf bytes are ``json.dumps(entry, sort_keys=True, separators=(",", ":"))``.
+Because every string is ASCII from ``[A-Za-z0-9_.:-]{0,128}`` and every integer is
+below 2**53, those bytes are also the RFC 8785 (JCS) encoding; :func:`leaf_bytes`
+enforces both conditions, so no caller can produce a leaf that encodes differently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ActorType = Literal["citizen", "client", "operator", "system"]
+Outcome = Literal["ok", "denied", "error"]
+
+ACTOR_TYPES: frozenset[str] = frozenset({"citizen", "client", "operator", "system"})
+OUTCOMES: frozenset[str] = frozenset({"ok", "denied", "error"})
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{0,128}")
+MAX_INT = 2**53 - 1
+
+#: The entry fields, in contract order (the leaf itself sorts them).
+FIELDS: tuple[str, ...] = (
+    "seq",
+    "ts",
+    "actor",
+    "action",
+    "citizen_id",
+    "client_id",
+    "consent_id",
+    "purpose",
+    "record_type",
+    "record_version",
+    "items",
+    "outcome",
+    "reason_code",
+    "request_id",
+)
+
+
+class InvalidEntry(ValueError):
+    """An entry that would break the leaf encoding rules (a programming error)."""
+
+
+def is_token(value: object) -> bool:
+    """True when ``value`` is a string allowed in an entry."""
+    return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
+
+
+def safe_token(value: object) -> str | None:
+    """A caller-supplied value as an entry string, or ``None`` outside the alphabet.
+
+    DESIGN section 7: caller-supplied values outside the allowed alphabet are ``null``.
+    """
+    return value if isinstance(value, str) and is_token(value) else None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One released item of a ``data.read`` entry."""
+
+    type: str
+    version: int
+    fields: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"type": self.type, "version": self.version, "fields": sorted(self.fields)}
+
+
+@dataclass(frozen=True)
+class EntryDraft:
+    """What a use case records; the log adds ``seq`` and ``ts`` when it appends."""
+
+    action: str
+    actor_type: ActorType
+    actor_id: str | None
+    outcome: Outcome = "ok"
+    citizen_id: str | None = None
+    client_id: str | None = None
+    consent_id: str | None = None
+    purpose: str | None = None
+    record_type: str | None = None
+    record_version: int | None = None
+    items: tuple[Item, ...] | None = None
+    reason_code: str | None = None
+    request_id: str | None = None
+
+    def to_entry(self, *, seq: int, ts: int) -> dict[str, Any]:
+        """The contract dict for this draft at ``seq``/``ts``; validated."""
+        entry: dict[str, Any] = {
+            "seq": seq,
+            "ts": ts,
+            "actor": {"type": self.actor_type, "id": self.actor_id},
+            "action": self.action,
+            "citizen_id": self.citizen_id,
+            "client_id": self.client_id,
+            "consent_id": self.consent_id,
+            "purpose": self.purpose,
+            "record_type": self.record_type,
+            "record_version": self.record_version,
+            "items": (
+                None
+                if self.items is None
+                else sorted(
+                    (item.as_json() for item in self.items),
+                    key=lambda i: (i["type"], i["version"]),
+                )
+            ),
+            "outcome": self.outcome,
+            "reason_code": self.reason_code,
+            "request_id": self.request_id,
+        }
+        validate_entry(entry)
+        return entry
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry as read back: its seq, leaf bytes and leaf hash."""
+
+    seq: int
+    leaf: bytes
+    leaf_hash: bytes
+    entry: dict[str, Any] = field(compare=False)
+
+
+def _check_int(name: str, value: object, *, nullable: bool) -> None:
+    if value is None and nullable:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise InvalidEntry(f"{name}: expected an integer in 0..2^53-1")
+
+
+def _check_token(name: str, value: object, *, nullable: bool = True) -> None:
+    if value is None and nullable:
+        return
+    if not is_token(value):
+        raise InvalidEntry(f"{name}: expected a string matching [A-Za-z0-9_.:-]{{0,128}}")
+
+
+def validate_entry(entry: Mapping[str, Any]) -> None:
+    """Raise :class:`InvalidEntry` unless ``entry`` follows the section 7 rules."""
+    if set(entry) != set(FIELDS):
+        raise InvalidEntry("entry fields differ from the contract")
+    _check_int("seq", entry["seq"], nullable=False)
+    _check_int("ts", entry["ts"], nullable=False)
+    actor = entry["actor"]
+    if not isinstance(actor, Mapping) or set(actor) != {"type", "id"}:
+        raise InvalidEntry("actor: expected {type, id}")
+    if actor["type"] not in ACTOR_TYPES:
+        raise InvalidEntry("actor.type: unknown")
+    _check_token("actor.id", actor["id"])
+    _check_token("action", entry["action"], nullable=False)
+    for name in ("citizen_id", "client_id", "consent_id", "purpose", "record_type"):
+        _check_token(name, entry[name])
+    _check_token("reason_code", entry["reason_code"])
+    _check_token("request_id", entry["request_id"])
+    _check_int("record_version", entry["record_version"], nullable=True)
+    if entry["outcome"] not in OUTCOMES:
+        raise InvalidEntry("outcome: expected ok, denied or error")
+    items = entry["items"]
+    if items is not None:
+        if entry["action"] != "data.read":
+            raise InvalidEntry("items: only data.read entries list items")
+        if not isinstance(items, Sequence):
+            raise InvalidEntry("items: expected a list")
+        for item in items:
+            if not isinstance(item, Mapping) or set(item) != {"type", "version", "fields"}:
+                raise InvalidEntry("items[]: expected {type, version, fields}")
+            _check_token("items[].type", item["type"], nullable=False)
+            _check_int("items[].version", item["version"], nullable=False)
+            if not isinstance(item["fields"], Sequence) or isinstance(item["fields"], str):
+                raise InvalidEntry("items[].fields: expected a list")
+            for name in item["fields"]:
+                _check_token("items[].fields[]", name, nullable=False)
+
+
+def leaf_bytes(entry: Mapping[str, Any]) -> bytes:
+    """The verbatim leaf: sorted keys, compact separators, ASCII (equal to JCS here)."""
+    validate_entry(entry)
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
+        "ascii"
+    )
+
+
+def parse_leaf(leaf: bytes) -> dict[str, Any]:
+    """Decode leaf bytes back into an entry dict (no validation)."""
+    value = json.loads(leaf.decode("ascii"))
+    if not isinstance(value, dict):
+        raise InvalidEntry("leaf is not a JSON object")
+    return value

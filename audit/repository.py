@@ -1,0 +1,226 @@
+"""Storage of the audit log: leaves, complete-subtree hashes, tree state, checkpoints.
+
+Raw SQL (the append is on every request's hot path). Every method that writes
+expects to run inside :meth:`vault.storage.Database.transaction`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from audit.merkle import Node
+from audit.models import StoredEntry, parse_leaf
+from vault.storage import Database
+
+MAX_SEQ = 2**53 - 1
+
+#: The columns ``audit verify`` checks against each leaf.
+INDEXED_COLUMNS: tuple[str, ...] = (
+    "ts",
+    "action",
+    "actor_type",
+    "actor_id",
+    "citizen_id",
+    "client_id",
+    "consent_id",
+    "outcome",
+    "request_id",
+)
+
+
+@dataclass(frozen=True)
+class TreeState:
+    size: int
+    root_hash: bytes
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    tree_size: int
+    root_hash: bytes
+    timestamp: int
+    jws: str
+
+
+def _bytes(value: object) -> bytes:
+    # asyncpg returns bytes, sqlite3 bytes (BLOB); be strict about anything else.
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    if not isinstance(value, bytes):
+        raise TypeError("expected bytes from the database")
+    return value
+
+
+def _stored(row: dict[str, Any]) -> StoredEntry:
+    leaf = _bytes(row["leaf"])
+    return StoredEntry(
+        seq=int(row["seq"]), leaf=leaf, leaf_hash=_bytes(row["leaf_hash"]), entry=parse_leaf(leaf)
+    )
+
+
+class AuditRepository:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    async def lock_state(self) -> TreeState:
+        """Read the tree state, locking its row on PostgreSQL (SQLite holds the write lock)."""
+        suffix = " FOR UPDATE" if self.db.dialect == "postgres" else ""
+        row = await self.db.fetchrow(
+            "SELECT size, root_hash FROM audit_state WHERE id = 1" + suffix
+        )
+        if row is None:
+            raise RuntimeError("audit_state row is missing")
+        return TreeState(size=int(row["size"]), root_hash=_bytes(row["root_hash"]))
+
+    async def state(self) -> TreeState:
+        row = await self.db.fetchrow("SELECT size, root_hash FROM audit_state WHERE id = 1")
+        if row is None:
+            raise RuntimeError("audit_state row is missing")
+        return TreeState(size=int(row["size"]), root_hash=_bytes(row["root_hash"]))
+
+    async def set_state(self, state: TreeState) -> None:
+        await self.db.execute(
+            "UPDATE audit_state SET size = $1, root_hash = $2 WHERE id = 1",
+            state.size,
+            state.root_hash,
+        )
+
+    async def insert_entries(self, rows: Sequence[tuple[dict[str, Any], bytes, bytes]]) -> None:
+        """Insert ``(entry, leaf, leaf_hash)`` rows."""
+        await self.db.executemany(
+            "INSERT INTO audit_entries (seq, leaf, leaf_hash, ts, action, actor_type, actor_id,"
+            " citizen_id, client_id, consent_id, outcome, request_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            [
+                (
+                    entry["seq"],
+                    leaf,
+                    digest,
+                    entry["ts"],
+                    entry["action"],
+                    entry["actor"]["type"],
+                    entry["actor"]["id"],
+                    entry["citizen_id"],
+                    entry["client_id"],
+                    entry["consent_id"],
+                    entry["outcome"],
+                    entry["request_id"],
+                )
+                for entry, leaf, digest in rows
+            ],
+        )
+
+    async def insert_nodes(self, nodes: Sequence[tuple[Node, bytes]]) -> None:
+        await self.db.executemany(
+            "INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)",
+            [(node.level, node.index, digest) for node, digest in nodes],
+        )
+
+    async def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
+        """Fetch complete-subtree hashes in one query."""
+        wanted = list(set(wanted))
+        if not wanted:
+            return {}
+        clauses = " OR ".join(
+            f"(level = ${2 * i + 1} AND idx = ${2 * i + 2})" for i in range(len(wanted))
+        )
+        args: list[object] = []
+        for node in wanted:
+            args.extend((node.level, node.index))
+        rows = await self.db.fetch(
+            f"SELECT level, idx, hash FROM audit_nodes WHERE {clauses}", *args
+        )
+        return {Node(int(r["level"]), int(r["idx"])): _bytes(r["hash"]) for r in rows}
+
+    async def entries(
+        self,
+        *,
+        after: int | None = None,
+        limit: int = 100,
+        citizen_id: str | None = None,
+        client_id: str | None = None,
+        action: str | None = None,
+        before: int | None = None,
+        newest_first: bool = False,
+    ) -> list[StoredEntry]:
+        clauses: list[str] = []
+        args: list[object] = []
+        for column, value in (
+            ("citizen_id", citizen_id),
+            ("client_id", client_id),
+            ("action", action),
+        ):
+            if value is not None:
+                args.append(value)
+                clauses.append(f"{column} = ${len(args)}")
+        if after is not None:
+            args.append(after)
+            clauses.append(f"seq > ${len(args)}")
+        if before is not None:
+            args.append(before)
+            clauses.append(f"seq < ${len(args)}")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "DESC" if newest_first else "ASC"
+        args.append(limit)
+        rows = await self.db.fetch(
+            f"SELECT seq, leaf, leaf_hash FROM audit_entries {where}"
+            f" ORDER BY seq {order} LIMIT ${len(args)}",
+            *args,
+        )
+        return [_stored(row) for row in rows]
+
+    async def entry(self, seq: int) -> StoredEntry | None:
+        row = await self.db.fetchrow(
+            "SELECT seq, leaf, leaf_hash FROM audit_entries WHERE seq = $1", seq
+        )
+        return _stored(row) if row else None
+
+    async def scan(self, *, after: int = -1, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Raw rows (every column) in seq order, for ``audit verify``."""
+        columns = ", ".join(("seq", "leaf", "leaf_hash", *INDEXED_COLUMNS))
+        return await self.db.fetch(
+            f"SELECT {columns} FROM audit_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
+            after,
+            limit,
+        )
+
+    async def count(self) -> int:
+        row = await self.db.fetchrow("SELECT count(*) AS n FROM audit_entries")
+        return int(row["n"]) if row else 0
+
+    # -- checkpoints ---------------------------------------------------------
+
+    async def insert_checkpoint(self, checkpoint: CheckpointRow) -> bool:
+        rows = await self.db.fetch(
+            "INSERT INTO audit_checkpoints (tree_size, root_hash, ts, jws) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (tree_size) DO NOTHING RETURNING tree_size",
+            checkpoint.tree_size,
+            checkpoint.root_hash,
+            checkpoint.timestamp,
+            checkpoint.jws,
+        )
+        return bool(rows)
+
+    async def latest_checkpoint(self) -> CheckpointRow | None:
+        row = await self.db.fetchrow(
+            "SELECT tree_size, root_hash, ts, jws FROM audit_checkpoints"
+            " ORDER BY tree_size DESC LIMIT 1"
+        )
+        return _checkpoint(row) if row else None
+
+    async def checkpoints(self) -> list[CheckpointRow]:
+        rows = await self.db.fetch(
+            "SELECT tree_size, root_hash, ts, jws FROM audit_checkpoints ORDER BY tree_size"
+        )
+        return [_checkpoint(row) for row in rows]
+
+
+def _checkpoint(row: dict[str, Any]) -> CheckpointRow:
+    return CheckpointRow(
+        tree_size=int(row["tree_size"]),
+        root_hash=_bytes(row["root_hash"]),
+        timestamp=int(row["ts"]),
+        jws=str(row["jws"]),
+    )

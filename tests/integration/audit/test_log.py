@@ -1,0 +1,146 @@
+"""Appends: contiguous seqs under concurrency, roots equal recomputation, atomicity."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from audit import merkle
+from audit.log import AuditLog
+from audit.models import EntryDraft
+from tests import independent_verifier as ref
+from vault.clock import ManualClock
+from vault.storage import Database
+
+
+def draft(i: int, **kw: object) -> EntryDraft:
+    return EntryDraft(
+        action="record.put",
+        actor_type="client",
+        actor_id=f"client{i % 7}",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def _all_leaves(database: Database) -> list[tuple[int, bytes]]:
+    rows = await database.fetch("SELECT seq, leaf FROM audit_entries ORDER BY seq")
+    return [(int(r["seq"]), bytes(r["leaf"])) for r in rows]
+
+
+async def test_200_concurrent_units_give_contiguous_seqs(database: Database) -> None:
+    audit = AuditLog(database=database, clock=ManualClock())
+
+    async def unit(i: int) -> int:
+        async def work() -> tuple[int, Sequence[EntryDraft]]:
+            return i, [draft(i, request_id=f"req_{i}")]
+
+        value, entries = await audit.run(work)
+        assert value == i
+        return entries[0].seq
+
+    seqs = await asyncio.gather(*(unit(i) for i in range(200)))
+    assert sorted(seqs) == list(range(200))
+    assert audit.batches < 200, "group commit shares transactions"
+    leaves = await _all_leaves(database)
+    assert [s for s, _ in leaves] == list(range(200))
+    state = await audit.state()
+    assert state.size == 200
+    assert state.root_hash == ref.root_from_leaves([leaf for _, leaf in leaves])
+    # Every stored proof agrees with the independent verifier.
+    for seq in (0, 1, 99, 127, 128, 199):
+        proof = await audit.inclusion_proof(seq, 200)
+        ref.verify_inclusion(merkle.leaf_hash(leaves[seq][1]), seq, 200, proof, state.root_hash)
+    for first in (1, 64, 150):
+        proof = await audit.consistency_proof(first, 200)
+        ref.verify_consistency(first, 200, proof, await audit.root_at(first), state.root_hash)
+
+
+async def test_two_logs_on_one_database_never_fork(database: Database) -> None:
+    """Two processes' logs (two AuditLog objects) interleave without gaps."""
+    first = AuditLog(database=database, clock=ManualClock())
+    second = AuditLog(database=database, clock=ManualClock())
+
+    async def one(audit: AuditLog, i: int) -> int:
+        async def work() -> tuple[None, Sequence[EntryDraft]]:
+            return None, [draft(i), draft(i + 1000)]
+
+        _, entries = await audit.run(work)
+        return entries[0].seq
+
+    await asyncio.gather(*(one(first if i % 2 else second, i) for i in range(60)))
+    leaves = await _all_leaves(database)
+    assert [s for s, _ in leaves] == list(range(120))
+    assert (await first.state()).root_hash == ref.root_from_leaves([leaf for _, leaf in leaves])
+
+
+async def test_a_failing_unit_rolls_back_alone(database: Database) -> None:
+    audit = AuditLog(database=database, clock=ManualClock())
+    await database.execute("CREATE TABLE probe (k TEXT PRIMARY KEY)")
+
+    async def good(k: str) -> tuple[str, Sequence[EntryDraft]]:
+        await database.execute("INSERT INTO probe (k) VALUES ($1)", k)
+        return k, [draft(1)]
+
+    async def bad() -> tuple[str, Sequence[EntryDraft]]:
+        await database.execute("INSERT INTO probe (k) VALUES ($1)", "bad")
+        raise ValueError("boom")
+
+    results = await asyncio.gather(
+        audit.run(lambda: good("a")),
+        audit.run(bad),
+        audit.run(lambda: good("b")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], ValueError)
+    rows = await database.fetch("SELECT k FROM probe ORDER BY k")
+    assert [r["k"] for r in rows] == ["a", "b"]
+    assert [s for s, _ in await _all_leaves(database)] == [0, 1]
+
+
+async def test_no_entry_without_its_action_and_no_action_without_its_entry(
+    database: Database,
+) -> None:
+    """Fault injected between action and append, both ways."""
+    audit = AuditLog(database=database, clock=ManualClock())
+    await database.execute("CREATE TABLE probe (k TEXT PRIMARY KEY)")
+
+    # 1. The action ran, then the append fails (an invalid entry): neither is kept.
+    async def action_then_bad_entry() -> tuple[None, Sequence[EntryDraft]]:
+        await database.execute("INSERT INTO probe (k) VALUES ('x')")
+        return None, [EntryDraft(action="bad action!", actor_type="system", actor_id=None)]
+
+    with pytest.raises(ValueError, match="action"):
+        await audit.run(action_then_bad_entry)
+    assert await database.fetch("SELECT k FROM probe") == []
+    assert await _all_leaves(database) == []
+
+    # 2. The entries were appended, then the transaction fails before COMMIT: neither is kept.
+    class Boom(Exception):
+        pass
+
+    async def action_append_then_fail() -> None:
+        async with database.transaction():
+            await database.execute("INSERT INTO probe (k) VALUES ('y')")
+            await audit.append([draft(1)])
+            raise Boom
+
+    with pytest.raises(Boom):
+        await action_append_then_fail()
+    assert await database.fetch("SELECT k FROM probe") == []
+    assert await _all_leaves(database) == []
+    assert (await audit.state()).size == 0
+
+    # And the log still appends correctly afterwards (the frontier cache did not lie).
+    async with database.transaction():
+        await audit.append([draft(2), draft(3)])
+    leaves = await _all_leaves(database)
+    assert [s for s, _ in leaves] == [0, 1]
+    assert (await audit.state()).root_hash == ref.root_from_leaves([leaf for _, leaf in leaves])
+
+
+async def test_append_outside_a_transaction_is_refused(database: Database) -> None:
+    audit = AuditLog(database=database, clock=ManualClock())
+    with pytest.raises(RuntimeError, match="open transaction"):
+        await audit.append([draft(1)])
