@@ -10,11 +10,12 @@ import structlog
 from litestar import Litestar, Response, get
 from litestar.datastructures import State
 
-from api.db import open_database, require_migrated
+from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
 from api.middleware import RequestIdMiddleware
+from api.runtime import Runtime
 from api.settings import Settings
-from vault.errors import StorageError
+from vault.errors import KeyProviderMisconfigured, KeyProviderUnavailable, StorageError
 from vault.storage import Database
 
 log = structlog.get_logger(__name__)
@@ -28,12 +29,16 @@ def healthz() -> dict[str, str]:
 
 @get("/readyz", tags=["operations"])
 async def readyz(state: State) -> Response[Any]:
-    """200 only when the database (and, from issue 3 on, the key provider) answers."""
-    database: Database = state.database
+    """200 only when the database and the key provider answer; else 503."""
+    runtime: Runtime = state.runtime
     try:
-        await database.ping()
+        await runtime.database.ping()
     except StorageError:
         return problem("unavailable", "database unavailable")
+    try:
+        await runtime.keys.check()
+    except (KeyProviderUnavailable, KeyProviderMisconfigured):
+        return problem("kms_unavailable", "key provider unavailable")
     return Response({"status": "ready"})
 
 
@@ -42,16 +47,19 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = database or open_database(settings.database)
-        await db.start()
-        await require_migrated(db)
-        app.state.database = db
-        log.info("app.started", database=settings.database.dialect)
+        runtime = await Runtime.open(settings, database=database, load_keys=False)
         try:
+            await require_migrated(runtime.database)
+            await runtime.load_services()
+            app.state.runtime = runtime
+            log.info(
+                "app.started",
+                database=settings.database.dialect,
+                key_provider=settings.key_provider,
+            )
             yield
         finally:
-            if database is None:
-                await db.close()
+            await runtime.close(database=database is None)
             log.info("app.stopped")
 
     return Litestar(

@@ -21,9 +21,14 @@ from granian.server import Server
 
 from api.db import NotMigrated, migrate, open_database, require_migrated
 from api.logging import configure_logging
+from api.runtime import Runtime, prepare_provider
 from api.settings import DOTENV, Settings, SettingsError, load_settings
 from vault.errors import OncevaultError
+from vault.keyring import Keyring
+from vault.service import Actor
 from vault.storage import Database
+
+OPERATOR = Actor("operator", "cli")
 
 
 class CommandFailed(Exception):
@@ -42,15 +47,22 @@ def _is_loopback(host: str) -> bool:
 # -- init ---------------------------------------------------------------------------
 
 
-async def _init(settings: Settings) -> list[str]:
-    database = open_database(settings.database)
+async def _init(settings: Settings) -> tuple[list[str], list[str]]:
+    runtime = await Runtime.open(settings, create=True, load_keys=False)
     try:
-        await database.start(create=True)
-        applied = await migrate(database)
-        await _record_instance(database)
+        applied = await migrate(runtime.database)
+        await prepare_provider(settings, runtime.keys, runtime.ledger, create=True)
+        await _record_instance(runtime.database)
+        made = await Keyring.create_missing(
+            database=runtime.database,
+            repo=runtime.repo,
+            keys=runtime.keys,
+            audit=runtime.audit,
+            clock=runtime.clock,
+        )
     finally:
-        await database.close()
-    return applied
+        await runtime.close()
+    return applied, made
 
 
 async def _record_instance(database: Database) -> None:
@@ -78,21 +90,39 @@ def cmd_init(args: argparse.Namespace) -> int:
             handle.write("# written by `oncevault init` for an embedded development setup\n")
             handle.write("ONCEVAULT_DEV_IDP=1\n")
         settings = load_settings(data_dir_flag=data_dir_flag)
-    applied = asyncio.run(_init(settings))
+    applied, made = asyncio.run(_init(settings))
     print(f"data dir   {settings.data_dir}")
     print(f"database   {settings.database.redacted}")
+    print(
+        f"keys       {settings.key_provider}"
+        + (
+            f" ({settings.kek_dir})"
+            if settings.key_provider == "local"
+            else f" ({settings.transit_key})"
+        )
+    )
     print(f"migrations {len(applied)} applied" if applied else "migrations up to date")
+    print(f"created    {', '.join(made)}" if made else "platform keys present")
     return 0
 
 
 # -- serve --------------------------------------------------------------------------
 
 
-async def _check_ready_to_serve(settings: Settings) -> None:
+async def _check_ready_to_serve(settings: Settings) -> int:
+    """Before any worker starts: migrated, provider safe, keys usable, erasures re-applied."""
     database = open_database(settings.database)
     try:
         await database.start()
         await require_migrated(database)
+        runtime = await Runtime.open(settings, database=database, load_keys=False)
+        try:
+            await prepare_provider(settings, runtime.keys, runtime.ledger, create=False)
+            await runtime.load_services()
+            assert runtime.vault is not None
+            return await runtime.vault.reapply_erasures()
+        finally:
+            await runtime.close(database=False)
     finally:
         await database.close()
 
@@ -112,9 +142,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ):
         raise CommandFailed(f"no database in {settings.data_dir}; run `oncevault init` first")
     try:
-        asyncio.run(_check_ready_to_serve(settings))
+        reapplied = asyncio.run(_check_ready_to_serve(settings))
     except NotMigrated as exc:
         raise CommandFailed(str(exc)) from None
+    if reapplied:
+        print(f"re-applied {reapplied} erasure(s) from the ledger", flush=True)
 
     os.environ.update(settings.as_environment())
     base = f"http://{settings.host}:{settings.port}"
@@ -137,6 +169,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers_kill_timeout=10,
     )
     server.serve()
+    return 0
+
+
+# -- keys -------------------------------------------------------------------------
+
+
+async def _rotate(settings: Settings, *, kek: bool, signing: bool) -> list[str]:
+    runtime = await Runtime.open(settings, load_keys=False)
+    lines: list[str] = []
+    try:
+        await require_migrated(runtime.database)
+        await prepare_provider(settings, runtime.keys, runtime.ledger, create=False)
+        await runtime.load_services()
+        assert runtime.vault is not None
+        if kek:
+            version, count, retired = await runtime.vault.rotate_kek(actor=OPERATOR)
+            lines.append(f"kek        now v{version}; {count} wrapped secrets rewrapped")
+            if retired:
+                lines.append(f"retired    kek v{', v'.join(str(v) for v in retired)}")
+        if signing:
+            kids = await Keyring.rotate_signing(
+                database=runtime.database,
+                repo=runtime.repo,
+                keys=runtime.keys,
+                audit=runtime.audit,
+                clock=runtime.clock,
+            )
+            lines.append(f"signing    new keys {', '.join(kids)} (old keys stay published)")
+    finally:
+        await runtime.close()
+    return lines
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    if not (args.kek or args.signing):
+        raise SettingsError("keys rotate: choose --kek, --signing or both")
+    settings = load_settings(data_dir_flag=args.data_dir)
+    for line in asyncio.run(_rotate(settings, kek=args.kek, signing=args.signing)):
+        print(line)
     return 0
 
 
@@ -164,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="start after a deliberate restore of an older database",
     )
     p_serve.set_defaults(func=cmd_serve)
+
+    p_keys = sub.add_parser("keys", help="key management")
+    keys_sub = p_keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    p_rotate = keys_sub.add_parser("rotate", help="rotate the KEK and/or the signing keys")
+    p_rotate.add_argument("--data-dir", metavar="DIR")
+    p_rotate.add_argument("--kek", action="store_true", help="new KEK version; rewrap everything")
+    p_rotate.add_argument("--signing", action="store_true", help="new signing key per use")
+    p_rotate.set_defaults(func=cmd_keys_rotate)
     return parser
 
 

@@ -6,7 +6,10 @@ OncevaultError                 base of every domain error; carries a stable ``co
 ├── KeyProviderMisconfigured   the provider answered, but its key or mounts are unsafe or missing
 ├── InvalidJWS                 a compact JWS failed verification (signature, header, size, kid)
 ├── InvalidJWKS                a JWKS offered for registration is unusable or holds private members
-└── StorageError               the database is missing, unmigrated or unreachable
+├── StorageError               the database is missing, unmigrated or unreachable
+├── InvalidSubject             a subject that is neither a valid nid nor a valid ci
+├── RecordNotFound             no such record (or it was erased)
+└── ConcurrentChange           a write kept racing an erasure; the caller may retry
 """
 
 from __future__ import annotations
@@ -64,5 +67,23 @@ class InvalidJWKS(OncevaultError):
 
 class StorageError(OncevaultError):
     """The database is not usable."""
+
+    code = "unavailable"
+
+
+class InvalidSubject(OncevaultError):
+    """The subject is not a valid ``{"nid": ...}`` or ``{"ci": ...}``."""
+
+    code = "validation_error"
+
+
+class RecordNotFound(OncevaultError):
+    """No such record."""
+
+    code = "record_not_found"
+
+
+class ConcurrentChange(OncevaultError):
+    """The row changed under us too many times (an erasure raced a write); retry."""
 
     code = "unavailable"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,6 +32,8 @@ Dialect = Literal["sqlite", "postgres"]
 
 #: SQLite waits this long for the write lock before giving up (seconds).
 SQLITE_BUSY_TIMEOUT = 30.0
+
+_DOLLAR_PARAM = re.compile(r"\$(\d+)")
 
 
 class Database:
@@ -139,23 +142,13 @@ class Database:
     # -- raw SQL for repositories ------------------------------------------------
 
     def _placeholders(self, sql: str) -> str:
-        """Repositories write ``$1, $2 ...``; SQLite wants ``?`` in order."""
+        """Repositories write ``$1, $2 ...``; SQLite spells them ``?1, ?2 ...``.
+
+        Numbered, not bare ``?``: a parameter may appear more than once.
+        """
         if self.dialect == "postgres":
             return sql
-        out: list[str] = []
-        i = 0
-        while i < len(sql):
-            ch = sql[i]
-            if ch == "$" and i + 1 < len(sql) and sql[i + 1].isdigit():
-                j = i + 1
-                while j < len(sql) and sql[j].isdigit():
-                    j += 1
-                out.append("?")
-                i = j
-                continue
-            out.append(ch)
-            i += 1
-        return "".join(out)
+        return _DOLLAR_PARAM.sub(r"?\1", sql)
 
     async def fetch(self, sql: str, *args: object) -> list[dict[str, Any]]:
         """Run one statement with positional ``$n`` parameters; rows as dicts.

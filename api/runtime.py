@@ -1,0 +1,111 @@
+"""Build the running system from settings: database, key provider, ledger, services.
+
+Used by the CLI and by the app's lifespan, so both wire the same objects the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from api.db import open_database
+from api.settings import Settings
+from audit.log import AuditLog
+from vault.clock import Clock, SystemClock
+from vault.keyring import Keyring
+from vault.keys import KeyProvider, LocalKeyProvider, TransitKeyProvider
+from vault.ledger import Ledger, LocalLedger, TransitLedger
+from vault.repository import VaultRepository
+from vault.service import DekCache, VaultService
+from vault.storage import Database
+
+
+def key_provider(settings: Settings, *, create: bool = False) -> KeyProvider:
+    """The configured provider. ``create`` (init only) makes a local KEK if none exists."""
+    if settings.key_provider == "local":
+        if create:
+            return LocalKeyProvider.create(settings.kek_dir, reuse=True)
+        return LocalKeyProvider(settings.kek_dir)
+    assert settings.vault_addr is not None
+    assert settings.vault_token is not None
+    return TransitKeyProvider(
+        settings.vault_addr,
+        settings.vault_token,
+        key_name=settings.transit_key,
+        timeout_seconds=settings.kms_timeout_seconds,
+    )
+
+
+def ledger_for(settings: Settings, keys: KeyProvider) -> Ledger:
+    if isinstance(keys, TransitKeyProvider):
+        return TransitLedger(keys)
+    return LocalLedger(settings.kek_dir)
+
+
+async def prepare_provider(
+    settings: Settings, keys: KeyProvider, ledger: Ledger, *, create: bool
+) -> None:
+    """Refuse an unsafe transit key or a missing KV mount (init and serve)."""
+    if isinstance(keys, TransitKeyProvider):
+        await keys.ensure_key(create=create)
+    if isinstance(ledger, TransitLedger):
+        await ledger.check_mount()
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    keys: KeyProvider
+    ledger: Ledger
+    audit: AuditLog
+    clock: Clock
+    repo: VaultRepository
+    keyring: Keyring | None = None
+    vault: VaultService | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        database: Database | None = None,
+        clock: Clock | None = None,
+        create: bool = False,
+        load_keys: bool = True,
+    ) -> Runtime:
+        clock = clock or SystemClock()
+        db = database or open_database(settings.database)
+        await db.start(create=create)
+        keys = key_provider(settings, create=create)
+        ledger = ledger_for(settings, keys)
+        runtime = cls(
+            settings=settings,
+            database=db,
+            keys=keys,
+            ledger=ledger,
+            audit=AuditLog(database=db, clock=clock),
+            clock=clock,
+            repo=VaultRepository(db),
+        )
+        if load_keys:
+            await runtime.load_services()
+        return runtime
+
+    async def load_services(self) -> None:
+        self.keyring = await Keyring.load(repo=self.repo, keys=self.keys)
+        self.vault = VaultService(
+            database=self.database,
+            repo=self.repo,
+            keys=self.keys,
+            ledger=self.ledger,
+            keyring=self.keyring,
+            audit=self.audit,
+            clock=self.clock,
+            dek_cache=DekCache(clock=self.clock, ttl_seconds=self.settings.dek_cache_seconds),
+        )
+
+    async def close(self, *, database: bool = True) -> None:
+        await self.audit.close()
+        await self.keys.close()
+        if database:
+            await self.database.close()

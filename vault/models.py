@@ -1,0 +1,89 @@
+"""Value objects of the vault (no Piccolo, no Litestar)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from base64 import b32encode
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from vault.errors import InvalidSubject
+
+SubjectKind = Literal["nid", "ci"]
+
+TYPE_NAME = re.compile(r"[a-z0-9_]{1,64}")
+_NID = re.compile(r"\d{6}-?\d{7}")
+_CI = re.compile(r"[A-Za-z0-9+/=_-]{1,256}")
+
+
+def new_id(prefix: str) -> str:
+    """``prefix`` + ``_`` + 26 characters of random base32 (130 bits), lowercase."""
+    body = b32encode(secrets.token_bytes(20)).decode("ascii").lower()[:26]
+    return f"{prefix}_{body}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who a record is about: a resident registration number or a CI value.
+
+    ``value`` never appears in ``repr`` (it is personal data).
+    """
+
+    kind: SubjectKind
+    value: str = field(repr=False)
+
+    @classmethod
+    def parse(cls, raw: object) -> Subject:
+        """From the request shape ``{"nid": "..."}`` or ``{"ci": "..."}``."""
+        if not isinstance(raw, dict) or len(raw) != 1:
+            raise InvalidSubject("subject: expected exactly one of nid or ci")
+        ((kind, value),) = raw.items()
+        if kind == "nid":
+            if not isinstance(value, str) or not _NID.fullmatch(value):
+                raise InvalidSubject("subject.nid: expected 13 digits (YYMMDD-NNNNNNN)")
+            return cls("nid", value.replace("-", ""))
+        if kind == "ci":
+            if not isinstance(value, str) or not _CI.fullmatch(value):
+                raise InvalidSubject("subject.ci: expected 1..256 base64 characters")
+            return cls("ci", value)
+        raise InvalidSubject("subject: expected exactly one of nid or ci")
+
+
+@dataclass(frozen=True)
+class PutResult:
+    record_id: str
+    citizen_id: str
+    record_type: str
+    version: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    """A record version without its content."""
+
+    record_id: str
+    citizen_id: str
+    record_type: str
+    version: int
+    source: str
+    attested: bool
+    created_at: int
+
+
+@dataclass(frozen=True)
+class RecordContent:
+    """A decrypted record version."""
+
+    meta: RecordMeta
+    data: dict[str, Any] = field(repr=False)
+    attestation: Any = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    citizen_id: str
+    erased: tuple[str, ...]
+    at: int
+    index_removed: bool

@@ -1,0 +1,415 @@
+"""Storage of the vault: citizens, blind indexes, wrapped keys, record versions.
+
+Raw SQL with ``$n`` placeholders (see :class:`vault.storage.Database`); rows become
+:mod:`vault.models` objects at this edge. Methods that write expect an open
+transaction; none of them calls the key provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vault.models import RecordMeta
+from vault.storage import Database
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    if not isinstance(value, bytes):
+        raise TypeError("expected bytes from the database")
+    return value
+
+
+@dataclass(frozen=True)
+class DekRow:
+    dek_id: str
+    citizen_id: str
+    record_type: str
+    dek_version: int
+    wrapped: str
+    kek_version: int
+    generation: int
+    created_at: int
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    meta: RecordMeta
+    dek_id: str
+    ciphertext: bytes
+    content_digest: bytes
+
+
+@dataclass(frozen=True)
+class WrappedRow:
+    """Any row holding a KEK-wrapped secret, for rotation."""
+
+    table: str
+    key: str
+    wrapped: str
+    kek_version: int
+    context: str
+    aad_parts: tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class SigningKeyRow:
+    kid: str
+    use: str
+    wrapped: str
+    public_jwk: str
+    status: str
+    created_at: int
+
+
+def _dek(row: dict[str, Any]) -> DekRow:
+    return DekRow(
+        dek_id=row["dek_id"],
+        citizen_id=row["citizen_id"],
+        record_type=row["record_type"],
+        dek_version=int(row["dek_version"]),
+        wrapped=row["wrapped"],
+        kek_version=int(row["kek_version"]),
+        generation=int(row["generation"]),
+        created_at=int(row["created_at"]),
+    )
+
+
+_RECORD_COLUMNS = (
+    "record_id, citizen_id, record_type, version, dek_id, ciphertext, content_digest,"
+    " source, attested, created_at"
+)
+
+
+def _record(row: dict[str, Any]) -> RecordRow:
+    return RecordRow(
+        meta=RecordMeta(
+            record_id=row["record_id"],
+            citizen_id=row["citizen_id"],
+            record_type=row["record_type"],
+            version=int(row["version"]),
+            source=row["source"],
+            attested=bool(row["attested"]),
+            created_at=int(row["created_at"]),
+        ),
+        dek_id=row["dek_id"],
+        ciphertext=_bytes(row["ciphertext"]),
+        content_digest=_bytes(row["content_digest"]),
+    )
+
+
+class VaultRepository:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    # -- citizens -----------------------------------------------------------------
+
+    async def citizen_by_index(self, blind_index: bytes) -> str | None:
+        row = await self.db.fetchrow(
+            "SELECT citizen_id FROM citizen_index WHERE blind_index = $1", blind_index
+        )
+        return str(row["citizen_id"]) if row else None
+
+    async def create_citizen(
+        self, *, citizen_id: str, blind_index: bytes, kind: str, now: int
+    ) -> str:
+        """Create the citizen unless the index exists; return the winner's id."""
+        inserted = await self.db.fetch(
+            "INSERT INTO citizen_index (blind_index, citizen_id, kind) VALUES ($1, $2, $3)"
+            " ON CONFLICT (blind_index) DO NOTHING RETURNING citizen_id",
+            blind_index,
+            citizen_id,
+            kind,
+        )
+        if inserted:
+            await self.db.execute(
+                "INSERT INTO citizens (citizen_id, created_at) VALUES ($1, $2)"
+                " ON CONFLICT (citizen_id) DO NOTHING",
+                citizen_id,
+                now,
+            )
+            return citizen_id
+        winner = await self.citizen_by_index(blind_index)
+        assert winner is not None
+        return winner
+
+    async def citizen_exists(self, citizen_id: str) -> bool:
+        row = await self.db.fetchrow(
+            "SELECT 1 AS found FROM citizens WHERE citizen_id = $1", citizen_id
+        )
+        return row is not None
+
+    async def delete_blind_indexes(self, citizen_id: str) -> int:
+        rows = await self.db.fetch(
+            "DELETE FROM citizen_index WHERE citizen_id = $1 RETURNING kind", citizen_id
+        )
+        return len(rows)
+
+    # -- DEKs ---------------------------------------------------------------------
+
+    async def current_dek(self, citizen_id: str, record_type: str) -> DekRow | None:
+        row = await self.db.fetchrow(
+            "SELECT * FROM deks WHERE citizen_id = $1 AND record_type = $2"
+            " ORDER BY dek_version DESC LIMIT 1",
+            citizen_id,
+            record_type,
+        )
+        return _dek(row) if row else None
+
+    async def dek(self, dek_id: str) -> DekRow | None:
+        row = await self.db.fetchrow("SELECT * FROM deks WHERE dek_id = $1", dek_id)
+        return _dek(row) if row else None
+
+    async def insert_dek(self, dek: DekRow) -> bool:
+        """Insert unless (citizen, type, dek_version) exists; True when inserted."""
+        rows = await self.db.fetch(
+            "INSERT INTO deks (dek_id, citizen_id, record_type, dek_version, wrapped,"
+            " kek_version, generation, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (citizen_id, record_type, dek_version) DO NOTHING RETURNING dek_id",
+            dek.dek_id,
+            dek.citizen_id,
+            dek.record_type,
+            dek.dek_version,
+            dek.wrapped,
+            dek.kek_version,
+            dek.generation,
+            dek.created_at,
+        )
+        return bool(rows)
+
+    # -- records ------------------------------------------------------------------
+
+    async def latest(self, citizen_id: str, record_type: str) -> RecordRow | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_RECORD_COLUMNS} FROM records"
+            " WHERE citizen_id = $1 AND record_type = $2 AND superseded_at IS NULL",
+            citizen_id,
+            record_type,
+        )
+        return _record(row) if row else None
+
+    async def version(self, citizen_id: str, record_type: str, version: int) -> RecordRow | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_RECORD_COLUMNS} FROM records"
+            " WHERE citizen_id = $1 AND record_type = $2 AND version = $3",
+            citizen_id,
+            record_type,
+            version,
+        )
+        return _record(row) if row else None
+
+    async def list_latest(self, citizen_id: str) -> list[RecordMeta]:
+        rows = await self.db.fetch(
+            f"SELECT {_RECORD_COLUMNS} FROM records"
+            " WHERE citizen_id = $1 AND superseded_at IS NULL ORDER BY record_type",
+            citizen_id,
+        )
+        return [_record(row).meta for row in rows]
+
+    async def max_version(self, citizen_id: str, record_type: str) -> int:
+        row = await self.db.fetchrow(
+            "SELECT max(version) AS v FROM records WHERE citizen_id = $1 AND record_type = $2",
+            citizen_id,
+            record_type,
+        )
+        return int(row["v"]) if row and row["v"] is not None else 0
+
+    async def supersede(self, record_id: str, now: int) -> None:
+        await self.db.execute(
+            "UPDATE records SET superseded_at = $1 WHERE record_id = $2", now, record_id
+        )
+
+    async def insert_record(self, row: RecordRow) -> None:
+        meta = row.meta
+        await self.db.execute(
+            f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES"
+            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            meta.record_id,
+            meta.citizen_id,
+            meta.record_type,
+            meta.version,
+            row.dek_id,
+            row.ciphertext,
+            row.content_digest,
+            meta.source,
+            1 if meta.attested else 0,
+            meta.created_at,
+        )
+
+    async def types_of(self, citizen_id: str) -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT record_type FROM deks WHERE citizen_id = $1"
+            " UNION SELECT record_type FROM records WHERE citizen_id = $1",
+            citizen_id,
+        )
+        return sorted({str(row["record_type"]) for row in rows})
+
+    async def count_erasable(self, citizen_id: str, types: Sequence[str], at: int) -> int:
+        if not types:
+            return 0
+        marks = ", ".join(f"${i + 3}" for i in range(len(types)))
+        row = await self.db.fetchrow(
+            "SELECT (SELECT count(*) FROM records WHERE citizen_id = $1 AND created_at <= $2"
+            f" AND record_type IN ({marks})) + (SELECT count(*) FROM deks WHERE citizen_id = $1"
+            f" AND created_at <= $2 AND record_type IN ({marks})) AS n",
+            citizen_id,
+            at,
+            *types,
+        )
+        return int(row["n"]) if row else 0
+
+    async def shred(self, citizen_id: str, types: Sequence[str], at: int) -> int:
+        """Delete ciphertexts, digests and wrapped DEKs made at or before ``at``."""
+        if not types:
+            return 0
+        marks = ", ".join(f"${i + 3}" for i in range(len(types)))
+        records = await self.db.fetch(
+            f"DELETE FROM records WHERE citizen_id = $1 AND created_at <= $2"
+            f" AND record_type IN ({marks}) RETURNING record_id",
+            citizen_id,
+            at,
+            *types,
+        )
+        deks = await self.db.fetch(
+            f"DELETE FROM deks WHERE citizen_id = $1 AND created_at <= $2"
+            f" AND record_type IN ({marks}) RETURNING dek_id",
+            citizen_id,
+            at,
+            *types,
+        )
+        return len(records) + len(deks)
+
+    # -- platform secrets and signing keys ----------------------------------------
+
+    async def platform_secret(self, name: str) -> tuple[str, int] | None:
+        row = await self.db.fetchrow(
+            "SELECT wrapped, kek_version FROM platform_secrets WHERE name = $1", name
+        )
+        return (str(row["wrapped"]), int(row["kek_version"])) if row else None
+
+    async def insert_platform_secret(
+        self, *, name: str, wrapped: str, kek_version: int, now: int
+    ) -> None:
+        await self.db.execute(
+            "INSERT INTO platform_secrets (name, wrapped, kek_version, generation, created_at)"
+            " VALUES ($1, $2, $3, 1, $4)",
+            name,
+            wrapped,
+            kek_version,
+            now,
+        )
+
+    async def signing_keys(self) -> list[SigningKeyRow]:
+        rows = await self.db.fetch(
+            "SELECT kid, use, wrapped, public_jwk, status, created_at FROM signing_keys"
+            " ORDER BY created_at, kid"
+        )
+        return [
+            SigningKeyRow(
+                kid=r["kid"],
+                use=r["use"],
+                wrapped=r["wrapped"],
+                public_jwk=r["public_jwk"],
+                status=r["status"],
+                created_at=int(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    async def retire_signing_key(self, use: str, now: int) -> None:
+        await self.db.execute(
+            "UPDATE signing_keys SET status = 'retired', retired_at = $1"
+            " WHERE use = $2 AND status = 'current'",
+            now,
+            use,
+        )
+
+    async def insert_signing_key(
+        self, *, kid: str, use: str, wrapped: str, public_jwk: str, kek_version: int, now: int
+    ) -> None:
+        await self.db.execute(
+            "INSERT INTO signing_keys (kid, use, wrapped, public_jwk, kek_version, generation,"
+            " status, created_at) VALUES ($1, $2, $3, $4, $5, 1, 'current', $6)",
+            kid,
+            use,
+            wrapped,
+            public_jwk,
+            kek_version,
+            now,
+        )
+
+    # -- KEK rotation ---------------------------------------------------------------
+
+    async def wrapped_below(self, kek_version: int, *, limit: int) -> list[WrappedRow]:
+        """Rows still wrapped under an older KEK version (a page of at most ``limit``)."""
+        out: list[WrappedRow] = []
+        for row in await self.db.fetch(
+            "SELECT dek_id, citizen_id, record_type, dek_version, wrapped, kek_version"
+            " FROM deks WHERE kek_version < $1 ORDER BY dek_id LIMIT $2",
+            kek_version,
+            limit,
+        ):
+            out.append(
+                WrappedRow(
+                    table="deks",
+                    key=row["dek_id"],
+                    wrapped=row["wrapped"],
+                    kek_version=int(row["kek_version"]),
+                    context=row["citizen_id"],
+                    aad_parts=(row["record_type"], int(row["dek_version"])),
+                )
+            )
+        for row in await self.db.fetch(
+            "SELECT kid, wrapped, kek_version FROM signing_keys WHERE kek_version < $1",
+            kek_version,
+        ):
+            out.append(
+                WrappedRow(
+                    table="signing_keys",
+                    key=row["kid"],
+                    wrapped=row["wrapped"],
+                    kek_version=int(row["kek_version"]),
+                    context="platform",
+                    aad_parts=(row["kid"],),
+                )
+            )
+        for row in await self.db.fetch(
+            "SELECT name, wrapped, kek_version FROM platform_secrets WHERE kek_version < $1",
+            kek_version,
+        ):
+            out.append(
+                WrappedRow(
+                    table="platform_secrets",
+                    key=row["name"],
+                    wrapped=row["wrapped"],
+                    kek_version=int(row["kek_version"]),
+                    context="platform",
+                    aad_parts=(row["name"],),
+                )
+            )
+        return out
+
+    async def replace_wrapped(self, row: WrappedRow, wrapped: str, kek_version: int) -> bool:
+        """Compare-and-set a rewrapped secret; False when the row changed meanwhile."""
+        column = {"deks": "dek_id", "signing_keys": "kid", "platform_secrets": "name"}[row.table]
+        updated = await self.db.fetch(
+            f"UPDATE {row.table} SET wrapped = $1, kek_version = $2,"
+            f" generation = generation + 1 WHERE {column} = $3 AND wrapped = $4"
+            f" RETURNING {column}",
+            wrapped,
+            kek_version,
+            row.key,
+            row.wrapped,
+        )
+        return bool(updated)
+
+    async def referenced_kek_versions(self) -> set[int]:
+        rows = await self.db.fetch(
+            "SELECT DISTINCT kek_version AS v FROM deks"
+            " UNION SELECT DISTINCT kek_version FROM signing_keys"
+            " UNION SELECT DISTINCT kek_version FROM platform_secrets"
+        )
+        return {int(row["v"]) for row in rows}

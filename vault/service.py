@@ -1,0 +1,526 @@
+"""Use cases of the encrypted per-citizen store.
+
+The shape of every write: key-provider calls first (unwrap or create the DEK),
+then one group-committed unit that reads the latest state, writes, and appends its
+audit entry last. No key-provider call happens while a transaction is open.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+import structlog
+
+from audit.log import AuditLog
+from audit.models import EntryDraft, Item
+from vault import crypto
+from vault.clock import Clock
+from vault.errors import ConcurrentChange, DecryptionError, RecordNotFound
+from vault.keyring import Keyring, secret_aad, signing_aad
+from vault.keys import KeyProvider, UnwrapRequest, WrapRequest
+from vault.ledger import Ledger
+from vault.models import (
+    ErasureResult,
+    PutResult,
+    RecordContent,
+    RecordMeta,
+    Subject,
+    new_id,
+)
+from vault.repository import DekRow, RecordRow, VaultRepository, WrappedRow
+from vault.storage import Database
+
+log = structlog.get_logger(__name__)
+
+DEK_VERSION = 1
+ROTATION_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, as the audit log names them."""
+
+    type: str  # citizen | client | operator | system
+    id: str | None
+    request_id: str | None = None
+
+
+class DekCache:
+    """Unwrapped DEKs in memory, keyed by (dek_id, generation); never on disk.
+
+    A row's generation changes whenever its wrapped value does; an erased DEK's row
+    is gone, so a lookup that starts from the database never finds a stale key.
+    """
+
+    def __init__(self, *, clock: Clock, ttl_seconds: float, max_entries: int = 100_000) -> None:
+        self.clock = clock
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self.max_entries = max_entries
+        self._entries: collections.OrderedDict[tuple[str, int], tuple[bytes, int]] = (
+            collections.OrderedDict()
+        )
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, dek_id: str, generation: int) -> bytes | None:
+        if self.ttl_ms <= 0:
+            return None
+        key = (dek_id, generation)
+        found = self._entries.get(key)
+        if found is None or found[1] <= self.clock.now_ms():
+            self._entries.pop(key, None)
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return found[0]
+
+    def put(self, dek_id: str, generation: int, dek: bytes) -> None:
+        if self.ttl_ms <= 0:
+            return
+        self._entries[(dek_id, generation)] = (dek, self.clock.now_ms() + self.ttl_ms)
+        self._entries.move_to_end((dek_id, generation))
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, dek_ids: Sequence[str]) -> None:
+        doomed = set(dek_ids)
+        for key in [k for k in self._entries if k[0] in doomed]:
+            del self._entries[key]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def canonical(data: Mapping[str, Any]) -> bytes:
+    """RFC 8785 (JCS) bytes of a record's data: the input of its content digest."""
+    encoded: bytes = rfc8785.dumps(data)
+    return encoded
+
+
+def _sealed_payload(data: Mapping[str, Any], attestation: Any) -> bytes:
+    return json.dumps(
+        {"data": data, "attestation": attestation},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    ).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """A unit's answer when the DEK it was given disappeared (an erasure raced it)."""
+
+
+class VaultService:
+    """Records, erasure and key rotation over one database and one key provider."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        repo: VaultRepository,
+        keys: KeyProvider,
+        ledger: Ledger,
+        keyring: Keyring,
+        audit: AuditLog,
+        clock: Clock,
+        dek_cache: DekCache,
+    ) -> None:
+        self.db = database
+        self.repo = repo
+        self.keys = keys
+        self.ledger = ledger
+        self.keyring = keyring
+        self.audit = audit
+        self.clock = clock
+        self.cache = dek_cache
+
+    # -- citizens -------------------------------------------------------------------
+
+    async def resolve(self, subject: Subject) -> str:
+        """The citizen id for ``subject``, created on first use (no enumeration)."""
+        blind = self.keyring.blind_index(subject.kind, subject.value)
+        found = await self.repo.citizen_by_index(blind)
+        if found is not None:
+            return found
+        async with self.db.transaction():
+            return await self.repo.create_citizen(
+                citizen_id=new_id("cit"),
+                blind_index=blind,
+                kind=subject.kind,
+                now=self.clock.now_ms(),
+            )
+
+    async def lookup(self, subject: Subject) -> str | None:
+        """The citizen id for ``subject`` if one exists (never creates)."""
+        return await self.repo.citizen_by_index(
+            self.keyring.blind_index(subject.kind, subject.value)
+        )
+
+    # -- DEKs -------------------------------------------------------------------------
+
+    async def _unwrap(self, row: DekRow) -> bytes:
+        cached = self.cache.get(row.dek_id, row.generation)
+        if cached is not None:
+            return cached
+        (dek,) = await self.keys.unwrap(
+            [
+                UnwrapRequest(
+                    row.citizen_id,
+                    row.wrapped,
+                    crypto.wrap_aad(row.citizen_id, row.record_type, row.dek_version),
+                )
+            ]
+        )
+        self.cache.put(row.dek_id, row.generation, dek)
+        return dek
+
+    async def dek_for_write(self, citizen_id: str, record_type: str) -> tuple[DekRow, bytes]:
+        """The current DEK of (citizen, type), created and wrapped when missing."""
+        row = await self.repo.current_dek(citizen_id, record_type)
+        if row is not None:
+            return row, await self._unwrap(row)
+        dek = crypto.random_key()
+        (wrapped,) = await self.keys.wrap(
+            [WrapRequest(citizen_id, dek, crypto.wrap_aad(citizen_id, record_type, DEK_VERSION))]
+        )
+        candidate = DekRow(
+            dek_id=new_id("dek"),
+            citizen_id=citizen_id,
+            record_type=record_type,
+            dek_version=DEK_VERSION,
+            wrapped=wrapped,
+            kek_version=self.keys.version_of(wrapped),
+            generation=1,
+            created_at=self.clock.now_ms(),
+        )
+        async with self.db.transaction():
+            inserted = await self.repo.insert_dek(candidate)
+        if inserted:
+            self.cache.put(candidate.dek_id, candidate.generation, dek)
+            return candidate, dek
+        # Another writer made it first: use theirs.
+        winner = await self.repo.current_dek(citizen_id, record_type)
+        if winner is None:
+            raise ConcurrentChange("the data key changed during the write; retry")
+        return winner, await self._unwrap(winner)
+
+    async def dek_for_read(self, citizen_id: str, record_type: str) -> tuple[DekRow, bytes] | None:
+        row = await self.repo.current_dek(citizen_id, record_type)
+        if row is None:
+            return None
+        return row, await self._unwrap(row)
+
+    # -- records ---------------------------------------------------------------------
+
+    async def put(
+        self,
+        *,
+        citizen_id: str,
+        record_type: str,
+        data: Mapping[str, Any],
+        source: str,
+        actor: Actor,
+        attestation: Any = None,
+        client_id: str | None = None,
+    ) -> PutResult:
+        """Store ``data`` as the next version unless it equals the latest.
+
+        Content identical to the latest version (by keyed digest) creates nothing and
+        returns that version with ``created=False``. Retries when an erasure races.
+        """
+        canonical_data = canonical(data)
+        attested = attestation is not None
+        for _ in range(3):
+            dek_row, dek = await self.dek_for_write(citizen_id, record_type)
+            digest = crypto.content_digest(dek, canonical_data)
+
+            async def work(
+                dek_row: DekRow = dek_row, dek: bytes = dek, digest: bytes = digest
+            ) -> tuple[PutResult | _Retry, Sequence[EntryDraft]]:
+                if await self.repo.dek(dek_row.dek_id) is None:
+                    return _Retry(), ()
+                latest = await self.repo.latest(citizen_id, record_type)
+                action = "record.attested" if attested else "record.put"
+                if latest is not None and crypto.constant_time_equal(latest.content_digest, digest):
+                    result = PutResult(
+                        latest.meta.record_id, citizen_id, record_type, latest.meta.version, False
+                    )
+                    return result, [
+                        self._entry(
+                            actor, action, citizen_id, record_type, latest.meta.version, client_id
+                        )
+                    ]
+                now = self.clock.now_ms()
+                if latest is None:
+                    version = await self.repo.max_version(citizen_id, record_type) + 1
+                else:
+                    version = latest.meta.version + 1
+                    await self.repo.supersede(latest.meta.record_id, now)
+                record_id = new_id("rec")
+                sealed = crypto.seal(
+                    dek,
+                    _sealed_payload(data, attestation),
+                    crypto.record_aad(citizen_id, record_type, version, record_id),
+                )
+                await self.repo.insert_record(
+                    RecordRow(
+                        meta=RecordMeta(
+                            record_id=record_id,
+                            citizen_id=citizen_id,
+                            record_type=record_type,
+                            version=version,
+                            source=source,
+                            attested=attested,
+                            created_at=now,
+                        ),
+                        dek_id=dek_row.dek_id,
+                        ciphertext=sealed,
+                        content_digest=digest,
+                    )
+                )
+                result = PutResult(record_id, citizen_id, record_type, version, True)
+                return result, [
+                    self._entry(actor, action, citizen_id, record_type, version, client_id)
+                ]
+
+            value, _ = await self.audit.run(work)
+            if isinstance(value, PutResult):
+                return value
+        raise ConcurrentChange("the record kept changing during the write; retry")
+
+    def _entry(  # noqa: PLR0917 - mirrors the entry's own field order
+        self,
+        actor: Actor,
+        action: str,
+        citizen_id: str,
+        record_type: str | None,
+        version: int | None,
+        client_id: str | None,
+        **extra: Any,
+    ) -> EntryDraft:
+        return EntryDraft(
+            action=action,
+            actor_type=actor.type,  # type: ignore[arg-type]
+            actor_id=actor.id,
+            citizen_id=citizen_id,
+            client_id=client_id,
+            record_type=record_type,
+            record_version=version,
+            request_id=actor.request_id,
+            **extra,
+        )
+
+    def open_record(self, row: RecordRow, dek: bytes) -> RecordContent:
+        """Decrypt one version; any mismatch of row and key raises DecryptionError."""
+        meta = row.meta
+        plaintext = crypto.open_(
+            dek,
+            row.ciphertext,
+            crypto.record_aad(meta.citizen_id, meta.record_type, meta.version, meta.record_id),
+        )
+        try:
+            payload = json.loads(plaintext)
+        except ValueError:
+            raise DecryptionError from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
+            raise DecryptionError
+        return RecordContent(
+            meta=meta, data=payload["data"], attestation=payload.get("attestation")
+        )
+
+    async def read(
+        self,
+        *,
+        citizen_id: str,
+        record_type: str,
+        actor: Actor,
+        client_id: str | None = None,
+        purpose: str | None = None,
+        consent_id: str | None = None,
+    ) -> tuple[RecordContent, int]:
+        """Read and decrypt the latest version; the read is audited (``data.read``).
+
+        Returns the content and the seq of its committed audit entry.
+
+        Raises:
+            RecordNotFound: no such record (no entry is appended: nothing was read).
+            KeyProviderUnavailable: the DEK is not cached and the provider is down.
+        """
+        unwrapped = await self.dek_for_read(citizen_id, record_type)
+        if unwrapped is None:
+            raise RecordNotFound("no such record")
+        dek_row, dek = unwrapped
+
+        async def work() -> tuple[RecordRow | None, Sequence[EntryDraft]]:
+            row = await self.repo.latest(citizen_id, record_type)
+            if row is None or row.dek_id != dek_row.dek_id:
+                return None, ()
+            return row, [
+                self._entry(
+                    actor,
+                    "data.read",
+                    citizen_id,
+                    record_type,
+                    row.meta.version,
+                    client_id,
+                    purpose=purpose,
+                    consent_id=consent_id,
+                    items=(Item(record_type, row.meta.version, ()),),
+                )
+            ]
+
+        # The released fields are only known after decrypting; the entry lists the
+        # type and version (fields are filled in by the consent-aware read path).
+        row, entries = await self.audit.run(work)
+        if row is None:
+            raise RecordNotFound("no such record")
+        return self.open_record(row, dek), entries[0].seq
+
+    async def list_records(self, citizen_id: str) -> list[RecordMeta]:
+        return await self.repo.list_latest(citizen_id)
+
+    # -- erasure --------------------------------------------------------------------------
+
+    async def erase(
+        self,
+        *,
+        citizen_id: str,
+        types: Sequence[str] | None,
+        actor: Actor,
+        keep: Sequence[str] = (),
+    ) -> ErasureResult:
+        """Crypto-shred ``types`` (all the citizen's types when None) except ``keep``.
+
+        The ledger entry is written (and fsynced) first, outside the database, so a
+        database restored from before this moment is shredded again at start-up.
+        """
+        present = await self.repo.types_of(citizen_id)
+        wanted = present if types is None else [t for t in types if t in present]
+        doomed = sorted(t for t in wanted if t not in set(keep))
+        index_removed = types is None and not keep
+        at = self.clock.now_ms()
+        await self.ledger.append_erasure(
+            {"citizen_id": citizen_id, "types": doomed, "at": at, "index_removed": index_removed}
+        )
+        dek_ids = await self._apply_erasure(
+            citizen_id, doomed, at, index_removed=index_removed, actor=actor, action="record.erased"
+        )
+        self.cache.forget(dek_ids)
+        return ErasureResult(citizen_id, tuple(doomed), at, index_removed)
+
+    async def _apply_erasure(
+        self,
+        citizen_id: str,
+        types: Sequence[str],
+        at: int,
+        *,
+        index_removed: bool,
+        actor: Actor,
+        action: str,
+    ) -> list[str]:
+        dek_ids = [
+            row.dek_id
+            for t in types
+            if (row := await self.repo.current_dek(citizen_id, t)) is not None
+        ]
+        async with self.db.transaction():
+            if self.db.dialect == "sqlite":
+                # Freed pages are zeroed, so no deleted wrapped DEK lingers in the file.
+                await self.db.execute("PRAGMA secure_delete = ON")
+            await self.repo.shred(citizen_id, types, at)
+            if index_removed:
+                await self.repo.delete_blind_indexes(citizen_id)
+            await self.audit.append(
+                [self._entry(actor, action, citizen_id, t, None, None) for t in types]
+                or [self._entry(actor, action, citizen_id, None, None, None)]
+            )
+        if self.db.dialect == "sqlite":
+            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return dek_ids
+
+    async def reapply_erasures(self) -> int:
+        """Shred again what the ledger (or the audit log) says was erased; count them."""
+        reapplied = 0
+        for entry in await self.ledger.erasures():
+            citizen_id = str(entry.get("citizen_id", ""))
+            types = [str(t) for t in entry.get("types", [])]
+            at = int(entry.get("at", 0))
+            index_removed = bool(entry.get("index_removed", False))
+            pending = await self.repo.count_erasable(citizen_id, types, at)
+            if pending == 0 and not (index_removed and await self._has_index(citizen_id, at)):
+                continue
+            await self._apply_erasure(
+                citizen_id,
+                types,
+                at,
+                index_removed=index_removed,
+                actor=Actor("system", "startup"),
+                action="erasure.reapplied",
+            )
+            reapplied += 1
+        if reapplied:
+            self.cache.clear()
+            log.warning("vault.erasures_reapplied", count=reapplied)
+        return reapplied
+
+    async def _has_index(self, citizen_id: str, at: int) -> bool:
+        row = await self.db.fetchrow(
+            "SELECT 1 AS found FROM citizen_index i JOIN citizens c USING (citizen_id)"
+            " WHERE i.citizen_id = $1 AND c.created_at <= $2",
+            citizen_id,
+            at,
+        )
+        return row is not None
+
+    # -- KEK rotation ----------------------------------------------------------------------
+
+    async def rotate_kek(self, *, actor: Actor) -> tuple[int, int, list[int]]:
+        """New KEK version, every wrapped secret rewrapped, unreferenced versions retired.
+
+        Returns (new version, rows rewrapped, versions retired).
+        """
+        version = await self.keys.rotate()
+        rewrapped = 0
+        while True:
+            page = await self.repo.wrapped_below(version, limit=ROTATION_PAGE)
+            if not page:
+                break
+            fresh = await self.keys.rewrap(
+                [UnwrapRequest(row.context, row.wrapped, _rotation_aad(row)) for row in page]
+            )
+            async with self.db.transaction():
+                for row, wrapped in zip(page, fresh, strict=True):
+                    if await self.repo.replace_wrapped(row, wrapped, self.keys.version_of(wrapped)):
+                        rewrapped += 1
+        self.cache.clear()
+        retired = await self.keys.retire(await self.repo.referenced_kek_versions())
+        async with self.db.transaction():
+            await self.audit.append(
+                [
+                    EntryDraft(
+                        action="key.rotated",
+                        actor_type=actor.type,  # type: ignore[arg-type]
+                        actor_id=actor.id,
+                        reason_code=f"kek.v{version}",
+                        request_id=actor.request_id,
+                    )
+                ]
+            )
+        return version, rewrapped, retired
+
+
+def _rotation_aad(row: WrappedRow) -> bytes:
+    if row.table == "deks":
+        record_type, dek_version = row.aad_parts
+        return crypto.wrap_aad(row.context, str(record_type), int(dek_version))
+    if row.table == "signing_keys":
+        return signing_aad(str(row.aad_parts[0]))
+    return secret_aad(str(row.aad_parts[0]))
