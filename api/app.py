@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -51,6 +53,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
         try:
             await require_migrated(runtime.database)
             await runtime.load_services()
+            assert runtime.checkpointer is not None
+            checkpointing = asyncio.create_task(runtime.checkpointer.run(), name="checkpoints")
             app.state.runtime = runtime
             log.info(
                 "app.started",
@@ -58,6 +62,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
                 key_provider=settings.key_provider,
             )
             yield
+            checkpointing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpointing
+            await runtime.audit.close()
+            await runtime.checkpointer.make()  # orderly shutdown refreshes the copy
         finally:
             await runtime.close(database=database is None)
             log.info("app.stopped")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import json
 import os
 import secrets
 import sys
@@ -23,8 +24,12 @@ from api.db import NotMigrated, migrate, open_database, require_migrated
 from api.logging import configure_logging
 from api.runtime import Runtime, prepare_provider
 from api.settings import DOTENV, Settings, SettingsError, load_settings
+from audit.checkpoints import Checkpoint, RollbackDetected
+from audit.repository import AuditRepository
+from audit.verify import VerifyResult, export_lines, verify_database, verify_export
 from vault.errors import OncevaultError
 from vault.keyring import Keyring
+from vault.repository import VaultRepository
 from vault.service import Actor
 from vault.storage import Database
 
@@ -60,6 +65,9 @@ async def _init(settings: Settings) -> tuple[list[str], list[str]]:
             audit=runtime.audit,
             clock=runtime.clock,
         )
+        await runtime.load_services()
+        assert runtime.checkpointer is not None
+        await runtime.checkpointer.make()  # the first checkpoint, copied outside the database
     finally:
         await runtime.close()
     return applied, made
@@ -109,8 +117,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 # -- serve --------------------------------------------------------------------------
 
 
-async def _check_ready_to_serve(settings: Settings) -> int:
-    """Before any worker starts: migrated, provider safe, keys usable, erasures re-applied."""
+async def _check_ready_to_serve(settings: Settings, *, accept_rollback: bool) -> int:
+    """Before any worker starts: migrated, provider safe, keys usable, no rollback,
+    erasures re-applied, the checkpoint copy current."""
     database = open_database(settings.database)
     try:
         await database.start()
@@ -120,7 +129,20 @@ async def _check_ready_to_serve(settings: Settings) -> int:
             await prepare_provider(settings, runtime.keys, runtime.ledger, create=False)
             await runtime.load_services()
             assert runtime.vault is not None
-            return await runtime.vault.reapply_erasures()
+            assert runtime.checkpointer is not None
+            try:
+                await runtime.checkpointer.check_rollback()
+            except RollbackDetected:
+                if not accept_rollback:
+                    raise
+                old, new = await runtime.checkpointer.accept_rollback(
+                    reapply=runtime.vault.reapply_erasures
+                )
+                print(f"rollback accepted: checkpoint copy had {old} entries, log has {new}")
+                return 0
+            reapplied = await runtime.vault.reapply_erasures()
+            await runtime.checkpointer.make()
+            return reapplied
         finally:
             await runtime.close(database=False)
     finally:
@@ -142,8 +164,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ):
         raise CommandFailed(f"no database in {settings.data_dir}; run `oncevault init` first")
     try:
-        reapplied = asyncio.run(_check_ready_to_serve(settings))
-    except NotMigrated as exc:
+        reapplied = asyncio.run(
+            _check_ready_to_serve(settings, accept_rollback=args.accept_rollback)
+        )
+    except (NotMigrated, RollbackDetected) as exc:
         raise CommandFailed(str(exc)) from None
     if reapplied:
         print(f"re-applied {reapplied} erasure(s) from the ledger", flush=True)
@@ -211,6 +235,99 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- audit ------------------------------------------------------------------------
+
+
+def _read_trusted(paths: Sequence[str]) -> list[Checkpoint]:
+    trusted: list[Checkpoint] = []
+    for path in paths:
+        try:
+            trusted.append(Checkpoint.from_json(Path(path).read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise SettingsError(
+                f"--trusted-checkpoint {path}: unreadable ({exc.__class__.__name__})"
+            ) from None
+    return trusted
+
+
+async def _verify_database(settings: Settings, trusted: list[Checkpoint]) -> VerifyResult:
+    database = open_database(settings.database)
+    try:
+        await database.start()
+        await require_migrated(database)
+        repo = VaultRepository(database)
+        jwks = {"keys": [json.loads(row.public_jwk) for row in await repo.signing_keys()]}
+        return await verify_database(
+            AuditRepository(database),
+            jwks=jwks,
+            origin=None,
+            trusted=trusted,
+            progress=sys.stderr.isatty(),
+        )
+    finally:
+        await database.close()
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    trusted = _read_trusted(args.trusted_checkpoint or [])
+    if args.export:
+        try:
+            with Path(args.export).open(encoding="ascii") as handle:
+                result = verify_export(handle, trusted=trusted)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(
+                f"--export {args.export}: unreadable ({exc.__class__.__name__})"
+            ) from None
+    else:
+        settings = load_settings(data_dir_flag=args.data_dir)
+        result = asyncio.run(_verify_database(settings, trusted))
+    if not result.ok:
+        raise CommandFailed(result.message)
+    print(result.message)
+    return 0
+
+
+async def _export(settings: Settings, target: Path) -> int:
+    database = open_database(settings.database)
+    try:
+        await database.start()
+        await require_migrated(database)
+        repo = AuditRepository(database)
+        jwks = {
+            "keys": [
+                json.loads(row.public_jwk) for row in await VaultRepository(database).signing_keys()
+            ]
+        }
+        checkpoints = [Checkpoint.from_row(row) for row in await repo.checkpoints()]
+        count = 0
+        tmp = target.with_name(target.name + ".tmp")
+        with tmp.open("w", encoding="ascii") as handle:
+            after = -1
+            while rows := await repo.scan(after=after, limit=5_000):
+                batch = [(int(r["seq"]), bytes(r["leaf"]), bytes(r["leaf_hash"])) for r in rows]
+                for line in export_lines(batch, (), {}):
+                    if line.startswith('{"jwks"'):
+                        continue
+                    handle.write(line + "\n")
+                count += len(batch)
+                after = batch[-1][0]
+            for line in export_lines((), checkpoints, jwks):
+                handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(target)
+        return count
+    finally:
+        await database.close()
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    settings = load_settings(data_dir_flag=args.data_dir)
+    count = asyncio.run(_export(settings, Path(args.file)))
+    print(f"exported {count} entries to {args.file}")
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------
 
 
@@ -243,6 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_rotate.add_argument("--kek", action="store_true", help="new KEK version; rewrap everything")
     p_rotate.add_argument("--signing", action="store_true", help="new signing key per use")
     p_rotate.set_defaults(func=cmd_keys_rotate)
+
+    p_audit = sub.add_parser("audit", help="verify or export the audit log")
+    audit_sub = p_audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    p_verify = audit_sub.add_parser("verify", help="recompute and check the whole log")
+    p_verify.add_argument("--data-dir", metavar="DIR")
+    p_verify.add_argument("--export", metavar="FILE", help="check this export file instead")
+    p_verify.add_argument(
+        "--trusted-checkpoint", metavar="FILE", action="append", help="a checkpoint kept earlier"
+    )
+    p_verify.set_defaults(func=cmd_audit_verify)
+    p_export = audit_sub.add_parser("export", help="write the log as JSONL")
+    p_export.add_argument("file", metavar="FILE")
+    p_export.add_argument("--data-dir", metavar="DIR")
+    p_export.set_defaults(func=cmd_audit_export)
     return parser
 
 

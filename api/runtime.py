@@ -6,9 +6,11 @@ Used by the CLI and by the app's lifespan, so both wire the same objects the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from api.db import open_database
 from api.settings import Settings
+from audit.checkpoints import CHECKPOINT_TYP, Checkpointer
 from audit.log import AuditLog
 from vault.clock import Clock, SystemClock
 from vault.keyring import Keyring
@@ -62,6 +64,7 @@ class Runtime:
     repo: VaultRepository
     keyring: Keyring | None = None
     vault: VaultService | None = None
+    checkpointer: Checkpointer | None = None
 
     @classmethod
     async def open(
@@ -103,6 +106,19 @@ class Runtime:
             clock=self.clock,
             dek_cache=DekCache(clock=self.clock, ttl_seconds=self.settings.dek_cache_seconds),
         )
+        keyring = self.keyring
+        self.checkpointer = Checkpointer(
+            audit=self.audit,
+            ledger=self.ledger,
+            sign=lambda payload: keyring.sign("cp", payload, typ=CHECKPOINT_TYP),
+            origin=self.settings.issuer,
+            clock=self.clock,
+        )
+        self.vault.after_erasure = self.checkpointer.make
+
+    def jwks(self) -> dict[str, Any]:
+        assert self.keyring is not None
+        return dict(self.keyring.jwks())
 
     async def close(self, *, database: bool = True) -> None:
         await self.audit.close()

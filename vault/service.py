@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +141,8 @@ class VaultService:
         self.audit = audit
         self.clock = clock
         self.cache = dek_cache
+        #: Called after every erasure, before it answers (refreshes the checkpoint copy).
+        self.after_erasure: Callable[[], Awaitable[object]] | None = None
 
     # -- citizens -------------------------------------------------------------------
 
@@ -414,6 +416,8 @@ class VaultService:
             citizen_id, doomed, at, index_removed=index_removed, actor=actor, action="record.erased"
         )
         self.cache.forget(dek_ids)
+        if self.after_erasure is not None:
+            await self.after_erasure()
         return ErasureResult(citizen_id, tuple(doomed), at, index_removed)
 
     async def _apply_erasure(
