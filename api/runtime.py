@@ -12,6 +12,9 @@ from api.db import open_database
 from api.settings import Settings
 from audit.checkpoints import CHECKPOINT_TYP, Checkpointer
 from audit.log import AuditLog
+from consent.repository import ConsentRepository
+from consent.service import RECEIPT_TYP, ConsentService
+from policies import Catalogue, load_catalogue
 from vault.clock import Clock, SystemClock
 from vault.keyring import Keyring
 from vault.keys import KeyProvider, LocalKeyProvider, TransitKeyProvider
@@ -65,6 +68,8 @@ class Runtime:
     keyring: Keyring | None = None
     vault: VaultService | None = None
     checkpointer: Checkpointer | None = None
+    catalogue: Catalogue | None = None
+    consents: ConsentService | None = None
 
     @classmethod
     async def open(
@@ -115,6 +120,20 @@ class Runtime:
             clock=self.clock,
         )
         self.vault.after_erasure = self.checkpointer.make
+        if self.catalogue is None:
+            self.catalogue = load_catalogue(self.settings.policy_dir)
+        self.consents = ConsentService(
+            repo=ConsentRepository(self.database),
+            audit=self.audit,
+            clock=self.clock,
+            catalogue=self.current_catalogue,
+            sign_receipt=lambda payload: keyring.sign("rc", payload, typ=RECEIPT_TYP),
+            controller=self.settings.issuer,
+        )
+
+    def current_catalogue(self) -> Catalogue:
+        assert self.catalogue is not None
+        return self.catalogue
 
     def jwks(self) -> dict[str, Any]:
         assert self.keyring is not None

@@ -165,7 +165,7 @@ class Checkpointer:
             )
         await reapply()
         new_size = (await self.audit.state()).size
-        async with self.audit.db.transaction():
+        async with self.audit.transaction():
             await self.audit.append(
                 [
                     EntryDraft(

@@ -21,7 +21,8 @@ No key-provider call may happen inside a unit.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -66,6 +67,18 @@ class AuditLog:
         self.committed_units = 0
 
     # -- direct append, inside the caller's transaction -----------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """A write transaction that will append: it takes the tree lock *first*.
+
+        Every appending transaction locks the tree state before touching any other
+        row, so lock order is the same everywhere (no deadlock between a batch and a
+        direct writer on PostgreSQL) and seq order is commit order.
+        """
+        async with self.db.transaction():
+            await self.repo.lock_state()
+            yield
 
     async def append(self, drafts: Sequence[EntryDraft]) -> list[StoredEntry]:
         """Append ``drafts`` in the caller's open transaction; return the stored entries."""
@@ -129,7 +142,7 @@ class AuditLog:
     async def _commit_batch(self, batch: list[_Unit[Any]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
-            async with self.db.transaction():
+            async with self.transaction():
                 for index, unit in enumerate(batch):
                     savepoint = f"unit_{index}"
                     await self.db.execute(f"SAVEPOINT {savepoint}")

@@ -143,7 +143,7 @@ class Keyring:
         wrapped = await keys.wrap(requests)  # before the transaction: no KMS call inside
         version = await keys.current_version()
         now = clock.now_ms()
-        async with database.transaction():
+        async with audit.transaction():
             position = 0
             drafts: list[EntryDraft] = []
             if not have_index:
@@ -186,7 +186,7 @@ class Keyring:
         )
         version = await keys.current_version()
         now = clock.now_ms()
-        async with database.transaction():
+        async with audit.transaction():
             for index, use in enumerate(uses):
                 await repo.retire_signing_key(use, now)
                 await repo.insert_signing_key(

@@ -435,7 +435,7 @@ class VaultService:
             for t in types
             if (row := await self.repo.current_dek(citizen_id, t)) is not None
         ]
-        async with self.db.transaction():
+        async with self.audit.transaction():
             if self.db.dialect == "sqlite":
                 # Freed pages are zeroed, so no deleted wrapped DEK lingers in the file.
                 await self.db.execute("PRAGMA secure_delete = ON")
@@ -506,7 +506,7 @@ class VaultService:
                         rewrapped += 1
         self.cache.clear()
         retired = await self.keys.retire(await self.repo.referenced_kek_versions())
-        async with self.db.transaction():
+        async with self.audit.transaction():
             await self.audit.append(
                 [
                     EntryDraft(

@@ -50,6 +50,8 @@ class Database:
     ) -> None:
         self.dialect: Dialect = dialect
         self.sqlite_path = sqlite_path
+        self.postgres_dsn = postgres_dsn
+        self.postgres_schema = postgres_schema
         self._pool_size = pool_size
         self._started = False
         self.engine: Engine[Any]
@@ -69,6 +71,16 @@ class Database:
             if postgres_schema is not None:
                 config["server_settings"] = {"search_path": postgres_schema}
             self.engine = PostgresEngine(config=config, log_queries=False)
+
+    def clone(self) -> Database:
+        """Another handle on the same database (as a second worker process would have)."""
+        return Database(
+            dialect=self.dialect,
+            sqlite_path=self.sqlite_path,
+            postgres_dsn=self.postgres_dsn,
+            postgres_schema=self.postgres_schema,
+            pool_size=self._pool_size,
+        )
 
     @classmethod
     def from_url(cls, url: str, *, sqlite_path: Path | None = None) -> Database:

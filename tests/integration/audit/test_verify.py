@@ -13,7 +13,7 @@ from audit import merkle
 from audit.checkpoints import Checkpoint, RollbackDetected
 from audit.repository import AuditRepository
 from audit.verify import VerifyResult, export_lines, verify_database, verify_export
-from tests.integration.vault.conftest import local_settings, open_runtime
+from tests.helpers.runtime import local_settings, open_runtime
 from vault.clock import ManualClock
 from vault.models import Subject
 from vault.service import Actor

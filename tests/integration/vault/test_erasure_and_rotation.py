@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from api.runtime import Runtime
+from tests.helpers.runtime import local_settings, open_runtime
 from vault import crypto
 from vault.clock import ManualClock
 from vault.errors import DecryptionError, RecordNotFound
@@ -16,8 +17,6 @@ from vault.keys import LocalKeyProvider, UnwrapRequest
 from vault.models import Subject
 from vault.service import Actor, VaultService
 from vault.storage import Database
-
-from .conftest import local_settings, open_runtime
 
 ISSUER = Actor("client", "court")
 CITIZEN = Actor("citizen", None)

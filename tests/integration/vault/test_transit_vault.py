@@ -13,14 +13,13 @@ import pytest
 from api.runtime import Runtime, prepare_provider
 from api.settings import Settings, load_settings
 from tests.fixtures.openbao import OpenBaoServer
+from tests.helpers.runtime import open_runtime
 from tests.helpers.server import ServerProcess, clean_env, run_cli
 from vault.clock import ManualClock
 from vault.errors import KeyProviderUnavailable
 from vault.models import Subject
 from vault.service import Actor
 from vault.storage import Database
-
-from .conftest import open_runtime
 
 pytestmark = pytest.mark.openbao
 ISSUER = Actor("client", "nts")

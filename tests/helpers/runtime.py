@@ -1,17 +1,13 @@
-"""Fixtures for vault integration tests: a full runtime on each engine (local KEK)."""
+"""Build a full runtime (database + local KEK + services) for integration tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from api.runtime import Runtime
 from api.settings import Settings, load_settings
 from vault.clock import ManualClock
 from vault.keyring import Keyring
-from vault.service import VaultService
 from vault.storage import Database
 
 
@@ -36,23 +32,3 @@ async def open_runtime(settings: Settings, database: Database, clock: ManualCloc
     )
     await runtime.load_services()
     return runtime
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def runtime(database: Database, tmp_path: Path, clock: ManualClock) -> AsyncIterator[Runtime]:
-    runtime = await open_runtime(local_settings(tmp_path), database, clock)
-    try:
-        yield runtime
-    finally:
-        await runtime.close(database=False)
-
-
-@pytest.fixture
-def vault(runtime: Runtime) -> VaultService:
-    assert runtime.vault is not None
-    return runtime.vault

@@ -1,0 +1,194 @@
+"""Storage of consents and receipts (raw SQL; rows become :mod:`consent.models` here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consent.models import Consent, Receipt, Status, items_from_text, items_to_text
+from vault.storage import Database
+
+_COLUMNS = (
+    "consent_id, citizen_id, client_id, purpose, items, access, max_fetches, valid_days,"
+    " valid_from, valid_until, legal_basis, case_reference, created_at, policy_version,"
+    " status, fetch_count, receipt_version"
+)
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
+def _consent(row: dict[str, Any]) -> Consent:
+    return Consent(
+        consent_id=row["consent_id"],
+        citizen_id=row["citizen_id"],
+        client_id=row["client_id"],
+        purpose=row["purpose"],
+        items=items_from_text(row["items"]),
+        access=row["access"],
+        max_fetches=_opt_int(row["max_fetches"]),
+        valid_days=int(row["valid_days"]),
+        valid_from=_opt_int(row["valid_from"]),
+        valid_until=_opt_int(row["valid_until"]),
+        legal_basis=row["legal_basis"],
+        case_reference=row["case_reference"],
+        created_at=int(row["created_at"]),
+        policy_version=row["policy_version"],
+        status=Status(row["status"]),
+        fetch_count=int(row["fetch_count"]),
+        receipt_version=int(row["receipt_version"]),
+    )
+
+
+class ConsentRepository:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    async def get(self, consent_id: str, *, lock: bool = False) -> Consent | None:
+        """One consent; ``lock`` takes its row lock on PostgreSQL (SQLite holds the db lock)."""
+        suffix = " FOR UPDATE" if lock and self.db.dialect == "postgres" else ""
+        row = await self.db.fetchrow(
+            f"SELECT {_COLUMNS} FROM consents WHERE consent_id = $1{suffix}", consent_id
+        )
+        return _consent(row) if row else None
+
+    async def pending_for(self, client_id: str, citizen_id: str, purpose: str) -> Consent | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_COLUMNS} FROM consents WHERE client_id = $1 AND citizen_id = $2"
+            " AND purpose = $3 AND status = 'pending'",
+            client_id,
+            citizen_id,
+            purpose,
+        )
+        return _consent(row) if row else None
+
+    async def insert(self, consent: Consent, now: int) -> None:
+        await self.db.execute(
+            f"INSERT INTO consents ({_COLUMNS}, updated_at) VALUES"
+            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            consent.consent_id,
+            consent.citizen_id,
+            consent.client_id,
+            consent.purpose,
+            items_to_text(consent.items),
+            consent.access,
+            consent.max_fetches,
+            consent.valid_days,
+            consent.valid_from,
+            consent.valid_until,
+            consent.legal_basis,
+            consent.case_reference,
+            consent.created_at,
+            consent.policy_version,
+            consent.status.value,
+            consent.fetch_count,
+            consent.receipt_version,
+            now,
+        )
+
+    async def set_status(
+        self,
+        consent_id: str,
+        status: Status,
+        now: int,
+        *,
+        valid_from: int | None = None,
+        valid_until: int | None = None,
+    ) -> None:
+        await self.db.execute(
+            "UPDATE consents SET status = $1, updated_at = $2,"
+            " valid_from = COALESCE($3, valid_from), valid_until = COALESCE($4, valid_until)"
+            " WHERE consent_id = $5",
+            status.value,
+            now,
+            valid_from,
+            valid_until,
+            consent_id,
+        )
+
+    async def count_fetch(self, consent_id: str, now: int) -> tuple[int, Status] | None:
+        """Conditionally count one fetch; None when the consent cannot release any more.
+
+        The condition is re-checked by the UPDATE itself, so even a caller that skipped
+        the lock could never exceed ``max_fetches``.
+        """
+        rows = await self.db.fetch(
+            "UPDATE consents SET fetch_count = fetch_count + 1, updated_at = $1,"
+            " status = CASE WHEN max_fetches IS NOT NULL AND fetch_count + 1 >= max_fetches"
+            " THEN 'exhausted' ELSE status END"
+            " WHERE consent_id = $2 AND status = 'active'"
+            " AND (max_fetches IS NULL OR fetch_count < max_fetches)"
+            " RETURNING fetch_count, status",
+            now,
+            consent_id,
+        )
+        if not rows:
+            return None
+        return int(rows[0]["fetch_count"]), Status(rows[0]["status"])
+
+    async def list_for_citizen(self, citizen_id: str) -> list[Consent]:
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM consents WHERE citizen_id = $1 ORDER BY created_at DESC,"
+            " consent_id",
+            citizen_id,
+        )
+        return [_consent(row) for row in rows]
+
+    async def list_for_client(self, client_id: str) -> list[Consent]:
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM consents WHERE client_id = $1 ORDER BY created_at, consent_id",
+            client_id,
+        )
+        return [_consent(row) for row in rows]
+
+    async def due_for_expiry(self, now: int, pending_before: int, *, limit: int) -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT consent_id FROM consents WHERE (status = 'active' AND valid_until <= $1)"
+            " OR (status = 'pending' AND created_at <= $2) ORDER BY consent_id LIMIT $3",
+            now,
+            pending_before,
+            limit,
+        )
+        return [str(row["consent_id"]) for row in rows]
+
+    # -- receipts -----------------------------------------------------------------
+
+    async def add_receipt(self, receipt: Receipt) -> None:
+        await self.db.execute(
+            "INSERT INTO consent_receipts (consent_id, version, status, issued_at, jws)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            receipt.consent_id,
+            receipt.version,
+            receipt.status.value,
+            receipt.issued_at,
+            receipt.jws,
+        )
+        await self.db.execute(
+            "UPDATE consents SET receipt_version = $1 WHERE consent_id = $2",
+            receipt.version,
+            receipt.consent_id,
+        )
+
+    async def receipt(self, consent_id: str, version: int | None) -> Receipt | None:
+        if version is None:
+            row = await self.db.fetchrow(
+                "SELECT consent_id, version, status, issued_at, jws FROM consent_receipts"
+                " WHERE consent_id = $1 ORDER BY version DESC LIMIT 1",
+                consent_id,
+            )
+        else:
+            row = await self.db.fetchrow(
+                "SELECT consent_id, version, status, issued_at, jws FROM consent_receipts"
+                " WHERE consent_id = $1 AND version = $2",
+                consent_id,
+                version,
+            )
+        if row is None:
+            return None
+        return Receipt(
+            consent_id=row["consent_id"],
+            version=int(row["version"]),
+            status=Status(row["status"]),
+            issued_at=int(row["issued_at"]),
+            jws=row["jws"],
+        )

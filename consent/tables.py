@@ -1,0 +1,40 @@
+"""Piccolo tables of the consent package (storage shape only; the migration is the schema)."""
+
+from __future__ import annotations
+
+from piccolo.columns import BigInt, Integer, Text
+from piccolo.table import Table
+
+
+class ConsentRow(Table, tablename="consents"):
+    consent_id = Text(primary_key=True)
+    citizen_id = Text()
+    client_id = Text()
+    purpose = Text()
+    items = Text()
+    access = Text()
+    max_fetches = Integer(null=True)
+    valid_days = Integer()
+    valid_from = BigInt(null=True)
+    valid_until = BigInt(null=True)
+    legal_basis = Text()
+    case_reference = Text(null=True)
+    created_at = BigInt()
+    policy_version = Text()
+    status = Text()
+    fetch_count = Integer()
+    receipt_version = Integer()
+    updated_at = BigInt()
+
+
+class ConsentReceipt(Table, tablename="consent_receipts"):
+    """The real key is (consent_id, version); Piccolo needs one pk column."""
+
+    consent_id = Text(primary_key=True)
+    version = Integer()
+    status = Text()
+    issued_at = BigInt()
+    jws = Text()
+
+
+TABLES: tuple[type[Table], ...] = (ConsentRow, ConsentReceipt)

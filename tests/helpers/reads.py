@@ -1,0 +1,61 @@
+"""A consent-checked read as one unit (what the HTTP read path does, minus records)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from audit.models import EntryDraft, Item
+from consent.errors import ConsentError
+from consent.service import ConsentService
+from vault.service import Actor
+
+
+async def consented_read(
+    consents: ConsentService,
+    consent_id: str,
+    *,
+    client_id: str,
+    types: Sequence[str] | None = None,
+) -> tuple[dict[str, tuple[str, ...]] | ConsentError, int]:
+    """Lock, decide, count the fetch and append ``data.read``; return (released | error, seq)."""
+    actor = Actor("client", client_id)
+
+    async def work() -> tuple[object, list[EntryDraft]]:
+        grant, drafts = await consents.lock_for_read(
+            consent_id, client_id=client_id, types=types, actor=actor
+        )
+        if isinstance(grant, ConsentError):
+            return grant, [*drafts, _read_entry(actor, consent_id, None, grant.code)]
+        counted, more = await consents.count_fetch(grant, actor=actor)
+        if isinstance(counted, ConsentError):
+            return counted, [*drafts, _read_entry(actor, consent_id, None, counted.code)]
+        items = tuple(Item(t, 1, f) for t, f in grant.released.items())
+        entry = EntryDraft(
+            action="data.read",
+            actor_type="client",
+            actor_id=client_id,
+            citizen_id=grant.consent.citizen_id,
+            client_id=client_id,
+            consent_id=consent_id,
+            purpose=grant.consent.purpose,
+            items=items,
+        )
+        return grant.released, [*drafts, *more, entry]
+
+    value, entries = await consents.audit.run(work)
+    seq = entries[-1].seq
+    return value, seq  # type: ignore[return-value]
+
+
+def _read_entry(actor: Actor, consent_id: str, citizen_id: str | None, reason: str) -> EntryDraft:
+    return EntryDraft(
+        action="data.read",
+        actor_type="client",
+        actor_id=actor.id,
+        outcome="denied",
+        client_id=actor.id,
+        consent_id=None if reason == "consent_not_found" else consent_id,
+        citizen_id=citizen_id,
+        items=(),
+        reason_code=reason,
+    )
