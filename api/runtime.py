@@ -12,7 +12,7 @@ from api.db import open_database
 from api.settings import Settings
 from audit.checkpoints import CHECKPOINT_TYP, Checkpointer
 from audit.log import AuditLog
-from consent.repository import ConsentRepository
+from consent.repository import ConsentRepository, SuggestionRepository
 from consent.service import RECEIPT_TYP, ConsentService
 from policies import Catalogue, load_catalogue
 from vault.clock import Clock, SystemClock
@@ -129,6 +129,7 @@ class Runtime:
             catalogue=self.current_catalogue,
             sign_receipt=lambda payload: keyring.sign("rc", payload, typ=RECEIPT_TYP),
             controller=self.settings.issuer,
+            suggestions=SuggestionRepository(self.database),
         )
 
     def current_catalogue(self) -> Catalogue:

@@ -93,3 +93,19 @@ class ReadGrant:
 
     consent: Consent
     released: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class StoredSuggestion:
+    """A lifecycle rule's proposal, shown to the citizen only."""
+
+    suggestion_id: str
+    citizen_id: str
+    rule: str
+    client_id: str
+    purpose: str
+    access: str
+    valid_days: int
+    status: str
+    created_at: int
+    consent_id: str | None

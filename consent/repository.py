@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from consent.models import Consent, Receipt, Status, items_from_text, items_to_text
+from consent.models import (
+    Consent,
+    Receipt,
+    Status,
+    StoredSuggestion,
+    items_from_text,
+    items_to_text,
+)
 from vault.storage import Database
 
 _COLUMNS = (
@@ -191,4 +198,74 @@ class ConsentRepository:
             status=Status(row["status"]),
             issued_at=int(row["issued_at"]),
             jws=row["jws"],
+        )
+
+
+_SUGGESTION_COLUMNS = (
+    "suggestion_id, citizen_id, rule, client_id, purpose, access, valid_days, status,"
+    " created_at, consent_id"
+)
+
+
+def _suggestion(row: dict[str, Any]) -> StoredSuggestion:
+    return StoredSuggestion(
+        suggestion_id=row["suggestion_id"],
+        citizen_id=row["citizen_id"],
+        rule=row["rule"],
+        client_id=row["client_id"],
+        purpose=row["purpose"],
+        access=row["access"],
+        valid_days=int(row["valid_days"]),
+        status=row["status"],
+        created_at=int(row["created_at"]),
+        consent_id=row["consent_id"],
+    )
+
+
+class SuggestionRepository:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    async def insert_if_new(self, suggestion: StoredSuggestion) -> bool:
+        """Insert unless the citizen already has this rule's suggestion open."""
+        rows = await self.db.fetch(
+            f"INSERT INTO suggestions ({_SUGGESTION_COLUMNS}) VALUES"
+            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (citizen_id, rule) WHERE status = 'open' DO NOTHING"
+            " RETURNING suggestion_id",
+            suggestion.suggestion_id,
+            suggestion.citizen_id,
+            suggestion.rule,
+            suggestion.client_id,
+            suggestion.purpose,
+            suggestion.access,
+            suggestion.valid_days,
+            suggestion.status,
+            suggestion.created_at,
+            suggestion.consent_id,
+        )
+        return bool(rows)
+
+    async def get(self, suggestion_id: str, *, lock: bool = False) -> StoredSuggestion | None:
+        suffix = " FOR UPDATE" if lock and self.db.dialect == "postgres" else ""
+        row = await self.db.fetchrow(
+            f"SELECT {_SUGGESTION_COLUMNS} FROM suggestions WHERE suggestion_id = $1{suffix}",
+            suggestion_id,
+        )
+        return _suggestion(row) if row else None
+
+    async def list_for_citizen(self, citizen_id: str) -> list[StoredSuggestion]:
+        rows = await self.db.fetch(
+            f"SELECT {_SUGGESTION_COLUMNS} FROM suggestions WHERE citizen_id = $1"
+            " ORDER BY created_at DESC, suggestion_id",
+            citizen_id,
+        )
+        return [_suggestion(row) for row in rows]
+
+    async def mark(self, suggestion_id: str, status: str, consent_id: str | None) -> None:
+        await self.db.execute(
+            "UPDATE suggestions SET status = $1, consent_id = $2 WHERE suggestion_id = $3",
+            status,
+            consent_id,
+            suggestion_id,
         )

@@ -27,9 +27,16 @@ from consent.errors import (
     ConsentStateConflict,
     ScopeNotConsented,
 )
-from consent.models import DAY_MS, Consent, ReadGrant, Receipt, Status
-from consent.repository import ConsentRepository
-from policies import Catalogue, PolicyDenied, expand_items, may_request, released_fields
+from consent.models import DAY_MS, Consent, ReadGrant, Receipt, Status, StoredSuggestion
+from consent.repository import ConsentRepository, SuggestionRepository
+from policies import (
+    Catalogue,
+    PolicyDenied,
+    expand_items,
+    lifecycle_suggestions,
+    may_request,
+    released_fields,
+)
 from vault.clock import Clock
 from vault.models import new_id
 from vault.service import Actor
@@ -78,9 +85,11 @@ class ConsentService:
         catalogue: Callable[[], Catalogue],
         sign_receipt: Callable[[Mapping[str, object]], str],
         controller: str,
+        suggestions: SuggestionRepository,
         jurisdiction: str = "KR",
     ) -> None:
         self.repo = repo
+        self.suggestions = suggestions
         self.audit = audit
         self.clock = clock
         self.catalogue = catalogue
@@ -431,6 +440,123 @@ class ConsentService:
         if receipt is None:
             raise ConsentNotFound("no such receipt")
         return receipt
+
+    # -- life events ------------------------------------------------------------------------
+
+    async def after_record_stored(
+        self, *, citizen_id: str, record_type: str, data: Mapping[str, Any]
+    ) -> list[EntryDraft]:
+        """Inside the write's unit: store what the lifecycle rules suggest (citizen only)."""
+        now = self.clock.now_ms()
+        today = datetime.fromtimestamp(now / 1000, tz=UTC).date()
+        drafts: list[EntryDraft] = []
+        for suggestion in lifecycle_suggestions(
+            self.catalogue(),
+            record_type=record_type,
+            event="record.updated",
+            data=data,
+            today=today,
+        ):
+            stored = StoredSuggestion(
+                suggestion_id=new_id("sug"),
+                citizen_id=citizen_id,
+                rule=suggestion.rule,
+                client_id=suggestion.client_id,
+                purpose=suggestion.purpose,
+                access=suggestion.access,
+                valid_days=suggestion.valid_days,
+                status="open",
+                created_at=now,
+                consent_id=None,
+            )
+            if await self.suggestions.insert_if_new(stored):
+                drafts.append(
+                    EntryDraft(
+                        action="suggestion.created",
+                        actor_type="system",
+                        actor_id="lifecycle",
+                        citizen_id=citizen_id,
+                        client_id=None,  # the suggested client learns nothing before acceptance
+                        purpose=suggestion.purpose,
+                        reason_code=suggestion.rule,
+                    )
+                )
+        return drafts
+
+    async def list_suggestions(self, citizen_id: str) -> list[StoredSuggestion]:
+        return await self.suggestions.list_for_citizen(citizen_id)
+
+    async def accept_suggestion(
+        self, suggestion_id: str, *, citizen_id: str, actor: Actor
+    ) -> Consent:
+        """One click: an active consent for the suggested client, purpose and validity."""
+        catalogue = self.catalogue()
+
+        async def work() -> tuple[Any, list[EntryDraft]]:
+            now = self.clock.now_ms()
+            found = await self.suggestions.get(suggestion_id, lock=True)
+            if found is None or found.citizen_id != citizen_id:
+                return ConsentNotFound("no such suggestion"), [
+                    self._entry(
+                        actor,
+                        "suggestion.accepted",
+                        None,
+                        outcome="denied",
+                        reason="not_found",
+                        citizen_id=citizen_id,
+                    )
+                ]
+            if found.status != "open":
+                return ConsentStateConflict(f"the suggestion is {found.status}"), [
+                    self._entry(
+                        actor,
+                        "suggestion.accepted",
+                        None,
+                        outcome="denied",
+                        reason="consent_state_conflict",
+                        citizen_id=citizen_id,
+                    )
+                ]
+            purpose = catalogue.purposes.get(found.purpose)
+            if purpose is None or found.client_id not in purpose.clients:
+                error = PolicyDenied(
+                    ("purpose_not_allowed",), ("the purpose is no longer offered",)
+                )
+                return error, [
+                    self._entry(
+                        actor,
+                        "suggestion.accepted",
+                        None,
+                        outcome="denied",
+                        reason="purpose_not_allowed",
+                        citizen_id=citizen_id,
+                    )
+                ]
+            items = tuple(sorted((t, tuple(sorted(f))) for t, f in purpose.items.items()))
+            consent = Consent(
+                consent_id=new_id("cns"),
+                citizen_id=citizen_id,
+                client_id=found.client_id,
+                purpose=found.purpose,
+                items=items,
+                access=found.access,
+                max_fetches=1 if found.access == "once" else None,
+                valid_days=min(found.valid_days, purpose.max_valid_days),
+                valid_from=None,
+                valid_until=None,
+                legal_basis=purpose.legal_basis,
+                case_reference=None,
+                created_at=now,
+                policy_version=catalogue.version,
+                status=Status.PENDING,
+            )
+            await self.repo.insert(consent, now)
+            consent, drafts = await self._transition(consent, Status.ACTIVE, actor, now)
+            await self.suggestions.mark(suggestion_id, "accepted", consent.consent_id)
+            return consent, drafts
+
+        result: Consent = await self._run(work)
+        return result
 
     # -- time -------------------------------------------------------------------------------
 

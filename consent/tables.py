@@ -37,4 +37,17 @@ class ConsentReceipt(Table, tablename="consent_receipts"):
     jws = Text()
 
 
-TABLES: tuple[type[Table], ...] = (ConsentRow, ConsentReceipt)
+class SuggestionRow(Table, tablename="suggestions"):
+    suggestion_id = Text(primary_key=True)
+    citizen_id = Text()
+    rule = Text()
+    client_id = Text()
+    purpose = Text()
+    access = Text()
+    valid_days = Integer()
+    status = Text()
+    created_at = BigInt()
+    consent_id = Text(null=True)
+
+
+TABLES: tuple[type[Table], ...] = (ConsentRow, ConsentReceipt, SuggestionRow)

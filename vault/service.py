@@ -232,11 +232,14 @@ class VaultService:
         actor: Actor,
         attestation: Any = None,
         client_id: str | None = None,
+        on_stored: Callable[[int], Awaitable[Sequence[EntryDraft]]] | None = None,
     ) -> PutResult:
         """Store ``data`` as the next version unless it equals the latest.
 
         Content identical to the latest version (by keyed digest) creates nothing and
         returns that version with ``created=False``. Retries when an erasure races.
+        ``on_stored(version)`` runs inside the same unit after a new version is stored
+        (events, suggestions); its entries are appended with the write's own.
         """
         canonical_data = canonical(data)
         attested = attestation is not None
@@ -289,9 +292,10 @@ class VaultService:
                     )
                 )
                 result = PutResult(record_id, citizen_id, record_type, version, True)
-                return result, [
-                    self._entry(actor, action, citizen_id, record_type, version, client_id)
-                ]
+                drafts = [self._entry(actor, action, citizen_id, record_type, version, client_id)]
+                if on_stored is not None:
+                    drafts.extend(await on_stored(version))
+                return result, drafts
 
             value, _ = await self.audit.run(work)
             if isinstance(value, PutResult):

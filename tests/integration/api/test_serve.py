@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -128,3 +129,21 @@ def test_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "oncevault: ONCEVAULT_KEY_PROVIDER: unknown key provider (expected local or transit)"
     ]
+
+
+def test_a_bad_policy_file_stops_start_up(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert run_cli("init", "--data-dir", str(data_dir)).returncode == 0
+    policy_dir = tmp_path / "policies"
+    shutil.copytree(Path(__file__).resolve().parents[3] / "policies" / "catalogue", policy_dir)
+    purposes = policy_dir / "purposes.toml"
+    purposes.write_text(
+        purposes.read_text().replace("max_valid_days = 30", 'max_valid_days = "30"', 1)
+    )
+    env = clean_env(ONCEVAULT_POLICY_DIR=str(policy_dir))
+    result = run_cli("serve", "--data-dir", str(data_dir), "--port", "1", env=env)
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert "purposes.toml" in line
+    assert "max_valid_days" in line
+    assert "expected an integer" in line
