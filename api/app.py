@@ -15,6 +15,7 @@ from litestar.datastructures import State
 from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
 from api.middleware import RequestIdMiddleware
+from api.routes import consumers, oauth
 from api.runtime import Runtime
 from api.settings import Settings
 from vault.errors import KeyProviderMisconfigured, KeyProviderUnavailable, StorageError
@@ -72,7 +73,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
             log.info("app.stopped")
 
     return Litestar(
-        route_handlers=[healthz, readyz],
+        route_handlers=[healthz, readyz, *oauth.ROUTES, *consumers.ROUTES],
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from api.settings import DOTENV, Settings, SettingsError, load_settings
 from audit.checkpoints import Checkpoint, RollbackDetected
 from audit.repository import AuditRepository
 from audit.verify import VerifyResult, export_lines, verify_database, verify_export
+from vault import crypto
 from vault.errors import OncevaultError
 from vault.keyring import Keyring
 from vault.repository import VaultRepository
@@ -235,6 +237,95 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- clients ----------------------------------------------------------------------
+
+
+def _read_jwks(path: str) -> dict[str, object]:
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"--jwks {path}: unreadable ({exc.__class__.__name__})") from None
+    if not isinstance(value, dict):
+        raise SettingsError(f"--jwks {path}: expected a JSON object with keys")
+    return value
+
+
+async def _clients(settings: Settings, action: str, args: argparse.Namespace) -> list[str]:
+    runtime = await Runtime.open(settings, load_keys=False)
+    try:
+        await require_migrated(runtime.database)
+        await runtime.load_services()
+        service = runtime.clients
+        assert service is not None
+        if action == "add":
+            client = await service.add(
+                client_id=args.id,
+                name=args.name,
+                kind=args.kind,
+                roles=args.role,
+                jwks=_read_jwks(args.jwks),
+                approved=args.approved,
+                dpop_required=args.dpop_required,
+                actor=OPERATOR,
+            )
+            return [f"added {client.client_id} ({client.kind}; {' '.join(sorted(client.roles))})"]
+        if action == "list":
+            rows = []
+            for c in await service.repo.list():
+                state = "enabled" if c.enabled else "disabled"
+                if c.kind == "private" and not c.approved:
+                    state += ", not approved"
+                flags = ", dpop" if c.dpop_required else ""
+                roles = " ".join(sorted(c.roles))
+                rows.append(f"{c.client_id}\t{c.kind}\t{roles}\t{state}{flags}\t{c.name}")
+            return rows or ["no clients"]
+        if action == "set-jwks":
+            await service.set_jwks(args.id, _read_jwks(args.jwks), actor=OPERATOR)
+            return [f"{args.id}: keys replaced"]
+        method = {"approve": service.approve, "enable": service.enable, "disable": service.disable}
+        await method[action](args.id, actor=OPERATOR)
+        return [f"{args.id}: {action}d"]
+    finally:
+        await runtime.close()
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    settings = load_settings(data_dir_flag=args.data_dir)
+    for line in asyncio.run(_clients(settings, args.clients_command, args)):
+        print(line)
+    return 0
+
+
+def cmd_assertion(args: argparse.Namespace) -> int:
+    """Print a client assertion (RFC 7523) signed with the client's private key."""
+    try:
+        pem = Path(args.key).read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"--key {args.key}: unreadable ({exc.__class__.__name__})") from None
+    audience = args.aud or load_settings(data_dir_flag=args.data_dir).issuer + "/oauth/token"
+    now = int(time.time())
+    try:
+        jwk = crypto.public_jwk_from_pem(pem)
+        assertion = crypto.sign_jws_with_pem(
+            {
+                "iss": args.client_id,
+                "sub": args.client_id,
+                "aud": audience,
+                "iat": now,
+                "exp": now + 120,
+                "jti": secrets.token_urlsafe(24),
+            },
+            private_pem=pem,
+            kid=args.kid or str(jwk["kid"]),
+            typ="JWT",
+            alg=str(jwk["alg"]),
+        )
+    except ValueError as exc:
+        raise SettingsError(f"--key {args.key}: {exc}") from None
+    print(assertion)
+    return 0
+
+
 # -- audit ------------------------------------------------------------------------
 
 
@@ -360,6 +451,41 @@ def build_parser() -> argparse.ArgumentParser:
     p_rotate.add_argument("--kek", action="store_true", help="new KEK version; rewrap everything")
     p_rotate.add_argument("--signing", action="store_true", help="new signing key per use")
     p_rotate.set_defaults(func=cmd_keys_rotate)
+
+    p_clients = sub.add_parser("clients", help="register and manage OAuth clients")
+    clients_sub = p_clients.add_subparsers(dest="clients_command", required=True, metavar="COMMAND")
+    p_add = clients_sub.add_parser("add", help="register a client")
+    p_add.add_argument("--id", required=True)
+    p_add.add_argument("--name", required=True)
+    p_add.add_argument("--kind", required=True, choices=["agency", "private"])
+    p_add.add_argument(
+        "--role", required=True, action="append", choices=["issuer", "consumer", "auditor"]
+    )
+    p_add.add_argument("--jwks", required=True, metavar="FILE")
+    p_add.add_argument("--approved", action="store_true")
+    p_add.add_argument("--dpop-required", action="store_true")
+    p_list = clients_sub.add_parser("list", help="list clients")
+    for name in ("approve", "enable", "disable"):
+        p_one = clients_sub.add_parser(name, help=f"{name} a client")
+        p_one.add_argument("id")
+        p_one.add_argument("--data-dir", metavar="DIR")
+        p_one.set_defaults(func=cmd_clients)
+    p_jwks = clients_sub.add_parser("set-jwks", help="replace a client's public keys")
+    p_jwks.add_argument("id")
+    p_jwks.add_argument("--jwks", required=True, metavar="FILE")
+    for p in (p_add, p_list, p_jwks):
+        p.add_argument("--data-dir", metavar="DIR")
+        p.set_defaults(func=cmd_clients)
+
+    p_assertion = sub.add_parser("assertion", help="print a client assertion (for curl users)")
+    p_assertion.add_argument("--client-id", required=True)
+    p_assertion.add_argument(
+        "--key", required=True, metavar="FILE", help="the client's private key (PEM)"
+    )
+    p_assertion.add_argument("--aud", metavar="URL", help="default: the token endpoint")
+    p_assertion.add_argument("--kid", help="default: the key's RFC 7638 thumbprint")
+    p_assertion.add_argument("--data-dir", metavar="DIR")
+    p_assertion.set_defaults(func=cmd_assertion)
 
     p_audit = sub.add_parser("audit", help="verify or export the audit log")
     audit_sub = p_audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")

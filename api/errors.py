@@ -84,7 +84,15 @@ def oncevault_error_handler(_: Request[Any, Any, Any], exc: OncevaultError) -> R
     if isinstance(exc, StorageError):
         return problem("unavailable", "the database is unavailable; retry shortly")
     code = exc.code if exc.code in STATUS else "internal_error"
-    return problem(code, str(exc))
+    headers: dict[str, str] = {}
+    if code in ("invalid_token", "insufficient_user_authentication"):
+        headers["WWW-Authenticate"] = f'Bearer error="{code}", DPoP error="{code}"'
+    elif code == "invalid_dpop_proof":
+        headers["WWW-Authenticate"] = 'DPoP error="invalid_dpop_proof"'
+    seq = getattr(exc, "audit_seq", None)
+    if isinstance(seq, int):
+        headers["X-Audit-Seq"] = str(seq)
+    return problem(code, str(exc), headers=headers)
 
 
 _HTTP_CODES = {

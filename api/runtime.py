@@ -12,8 +12,15 @@ from api.db import open_database
 from api.settings import Settings
 from audit.checkpoints import CHECKPOINT_TYP, Checkpointer
 from audit.log import AuditLog
-from consent.repository import ConsentRepository, SuggestionRepository
+from consent.clients import ClientService
+from consent.repository import (
+    ClientRepository,
+    ConsentRepository,
+    ReplayRepository,
+    SuggestionRepository,
+)
 from consent.service import RECEIPT_TYP, ConsentService
+from consent.tokens import TokenService
 from policies import Catalogue, load_catalogue
 from vault.clock import Clock, SystemClock
 from vault.keyring import Keyring
@@ -70,6 +77,8 @@ class Runtime:
     checkpointer: Checkpointer | None = None
     catalogue: Catalogue | None = None
     consents: ConsentService | None = None
+    clients: ClientService | None = None
+    tokens: TokenService | None = None
 
     @classmethod
     async def open(
@@ -130,6 +139,17 @@ class Runtime:
             sign_receipt=lambda payload: keyring.sign("rc", payload, typ=RECEIPT_TYP),
             controller=self.settings.issuer,
             suggestions=SuggestionRepository(self.database),
+        )
+        client_repo = ClientRepository(self.database)
+        self.clients = ClientService(repo=client_repo, audit=self.audit, clock=self.clock)
+        self.tokens = TokenService(
+            clients=client_repo,
+            consents=ConsentRepository(self.database),
+            replay=ReplayRepository(self.database),
+            audit=self.audit,
+            clock=self.clock,
+            keyring=keyring,
+            issuer=self.settings.issuer,
         )
 
     def current_catalogue(self) -> Catalogue:

@@ -109,3 +109,20 @@ class StoredSuggestion:
     status: str
     created_at: int
     consent_id: str | None
+
+
+@dataclass(frozen=True)
+class Client:
+    client_id: str
+    name: str
+    kind: str
+    roles: frozenset[str]
+    jwks: dict[str, dict[str, Any]]  # kid -> public JWK
+    approved: bool
+    enabled: bool
+    dpop_required: bool
+
+    @property
+    def may_obtain_tokens(self) -> bool:
+        """Enabled, and approved when private (agencies need no approval)."""
+        return self.enabled and (self.kind == "agency" or self.approved)

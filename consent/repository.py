@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consent.models import (
+    Client,
     Consent,
     Receipt,
     Status,
@@ -269,3 +272,104 @@ class SuggestionRepository:
             consent_id,
             suggestion_id,
         )
+
+
+def _client(row: Mapping[str, Any]) -> Client:
+    keys = json.loads(row["jwks"])
+    return Client(
+        client_id=row["client_id"],
+        name=row["name"],
+        kind=row["kind"],
+        roles=frozenset(str(row["roles"]).split()),
+        jwks={str(k["kid"]): k for k in keys["keys"]},
+        approved=bool(row["approved"]),
+        enabled=bool(row["enabled"]),
+        dpop_required=bool(row["dpop_required"]),
+    )
+
+
+_CLIENT_COLUMNS = "client_id, name, kind, roles, jwks, approved, enabled, dpop_required"
+
+
+class ClientRepository:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    async def get(self, client_id: str) -> Client | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_CLIENT_COLUMNS} FROM clients WHERE client_id = $1", client_id
+        )
+        return _client(row) if row else None
+
+    async def list(self) -> list[Client]:
+        rows = await self.db.fetch(f"SELECT {_CLIENT_COLUMNS} FROM clients ORDER BY client_id")
+        return [_client(row) for row in rows]
+
+    async def names(self, client_ids: Sequence[str]) -> dict[str, str]:
+        if not client_ids:
+            return {}
+        marks = ", ".join(f"${i + 1}" for i in range(len(client_ids)))
+        rows = await self.db.fetch(
+            f"SELECT client_id, name FROM clients WHERE client_id IN ({marks})", *client_ids
+        )
+        return {str(r["client_id"]): str(r["name"]) for r in rows}
+
+    async def insert(self, client: Client, now: int) -> bool:
+        rows = await self.db.fetch(
+            f"INSERT INTO clients ({_CLIENT_COLUMNS}, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+            " ON CONFLICT (client_id) DO NOTHING RETURNING client_id",
+            client.client_id,
+            client.name,
+            client.kind,
+            " ".join(sorted(client.roles)),
+            json.dumps({"keys": list(client.jwks.values())}, sort_keys=True),
+            int(client.approved),
+            int(client.enabled),
+            int(client.dpop_required),
+            now,
+        )
+        return bool(rows)
+
+    async def update(self, client_id: str, now: int, **changes: object) -> bool:
+        allowed = {"approved", "enabled", "jwks", "roles", "name"}
+        assert set(changes) <= allowed
+        sets = ", ".join(f"{name} = ${i + 3}" for i, name in enumerate(changes))
+        rows = await self.db.fetch(
+            f"UPDATE clients SET updated_at = $1, {sets} WHERE client_id = $2 RETURNING client_id",
+            now,
+            client_id,
+            *changes.values(),
+        )
+        return bool(rows)
+
+
+class ReplayRepository:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    async def use_once(self, scope: str, jti: str, expires_at: int, now: int) -> bool:
+        """Record a single-use identifier; False when it was seen before (a replay)."""
+        async with self.db.transaction():
+            await self.db.execute("DELETE FROM replay_guard WHERE expires_at < $1", now - 60)
+            rows = await self.db.fetch(
+                "INSERT INTO replay_guard (scope, jti, expires_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (scope, jti) DO NOTHING RETURNING jti",
+                scope,
+                jti,
+                expires_at,
+            )
+        return bool(rows)
+
+    async def revoke(self, jti: str, expires_at: int) -> None:
+        async with self.db.transaction():
+            await self.db.execute(
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)"
+                " ON CONFLICT (jti) DO NOTHING",
+                jti,
+                expires_at,
+            )
+
+    async def is_revoked(self, jti: str) -> bool:
+        row = await self.db.fetchrow("SELECT 1 AS found FROM revoked_tokens WHERE jti = $1", jti)
+        return row is not None

@@ -50,4 +50,37 @@ class SuggestionRow(Table, tablename="suggestions"):
     consent_id = Text(null=True)
 
 
-TABLES: tuple[type[Table], ...] = (ConsentRow, ConsentReceipt, SuggestionRow)
+class ClientRow(Table, tablename="clients"):
+    client_id = Text(primary_key=True)
+    name = Text()
+    kind = Text()
+    roles = Text()
+    jwks = Text()
+    approved = Integer()
+    enabled = Integer()
+    dpop_required = Integer()
+    created_at = BigInt()
+    updated_at = BigInt()
+
+
+class ReplayGuard(Table, tablename="replay_guard"):
+    """The real key is (scope, jti); Piccolo needs one pk column."""
+
+    scope = Text(primary_key=True)
+    jti = Text()
+    expires_at = BigInt()
+
+
+class RevokedToken(Table, tablename="revoked_tokens"):
+    jti = Text(primary_key=True)
+    expires_at = BigInt()
+
+
+TABLES: tuple[type[Table], ...] = (
+    ConsentRow,
+    ConsentReceipt,
+    SuggestionRow,
+    ClientRow,
+    ReplayGuard,
+    RevokedToken,
+)

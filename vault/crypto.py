@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAPSSAlgorithm
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
 from vault.errors import DecryptionError, InvalidJWKS, InvalidJWS
 
@@ -57,6 +57,7 @@ __all__ = [
     "RECORD_AAD_LABEL",
     "WRAP_AAD_LABEL",
     "ClientAlg",
+    "RSAAlg",
     "b64url_decode",
     "b64url_encode",
     "blind_index",
@@ -91,6 +92,9 @@ DEFAULT_MAX_JWS_SIZE: Final = 8192
 
 ClientAlg: TypeAlias = Literal["EdDSA", "ES256", "PS256"]
 """The JWS algorithms oncevault accepts; each is pinned by the key type."""
+
+RSAAlg: TypeAlias = Literal["PS256", "RS256"]
+"""What an RSA key pins in :func:`verify_jws`: PS256 (clients), or RS256 (external IdPs only)."""
 
 _PublicKey: TypeAlias = Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 _PrivateKey: TypeAlias = Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -647,11 +651,19 @@ def _check_header(header: Mapping[str, Any], typ: str | None, *, allow_jwk: bool
         raise InvalidJWS("wrong typ")
 
 
-def _verify_signature(key: _PublicKey, alg: ClientAlg, data: bytes, signature: bytes) -> bool:
+# RS256 (PKCS#1 v1.5) verifies only, and only when a caller pins it for RSA keys
+# (``verify_jws(..., rsa_alg="RS256")``, for an OpenID provider's keys).
+_VERIFY_ALGORITHMS: Final[dict[str, Any]] = {
+    **{str(alg): algorithm for alg, algorithm in _JWT_ALGORITHMS.items()},
+    "RS256": RSAAlgorithm(RSAAlgorithm.SHA256),
+}
+
+
+def _verify_signature(key: _PublicKey, alg: str, data: bytes, signature: bytes) -> bool:
     if alg == "ES256" and len(signature) != 64:
         return False
     try:
-        return bool(_JWT_ALGORITHMS[alg].verify(data, key, signature))
+        return bool(_VERIFY_ALGORITHMS[alg].verify(data, key, signature))
     except (InvalidSignature, ValueError, TypeError):
         return False
 
@@ -662,17 +674,24 @@ def _finish(
     signing_input: bytes,
     payload_bytes: bytes,
     signature: bytes,
+    *,
+    rsa_alg: RSAAlg = "PS256",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Steps 7-9: alg pinned by the key, signature, payload object."""
     # 7. The key decides the algorithm; the header must agree.
     try:
+        if rsa_alg == "RS256" and isinstance(jwk, Mapping) and jwk.get("kty") == "RSA":
+            if jwk.get("alg", "RS256") != "RS256":
+                raise _UnusableJWK("alg must be RS256 for this key")
+            jwk = {name: value for name, value in jwk.items() if name != "alg"}
         alg, key = _load_public_jwk(jwk)
     except _UnusableJWK:
         raise InvalidJWS("unusable key") from None
-    if header.get("alg") != alg:
+    pinned: str = rsa_alg if alg == "PS256" else alg
+    if header.get("alg") != pinned:
         raise InvalidJWS("alg not allowed for this key")
     # 8. Signature over the exact header and payload segments.
-    if not _verify_signature(key, alg, signing_input, signature):
+    if not _verify_signature(key, pinned, signing_input, signature):
         raise InvalidJWS("bad signature")
     # 9. The payload is a JSON object without duplicate members.
     return header, _json_object(payload_bytes, "payload")
@@ -685,6 +704,8 @@ def verify_jws(
     typ: str | None,
     max_size: int = DEFAULT_MAX_JWS_SIZE,
     allowed_kid_prefix: str | None = None,
+    rsa_alg: RSAAlg = "PS256",
+    kid_optional: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Verify a compact JWS against public JWKs by kid; return ``(header, payload)``.
 
@@ -699,17 +720,39 @@ def verify_jws(
     6. ``kid`` is present, starts with ``allowed_kid_prefix`` when given, and is in ``keys``;
     7. the key pins the algorithm (OKP/Ed25519: EdDSA, EC/P-256: ES256,
        RSA: PS256) and the header ``alg`` must equal it, so ``none``, ``HS*``
-       and ``RS*`` are refused; the key itself must be a valid public JWK;
+       and ``RS*`` are refused; the key itself must be a valid public JWK.
+       ``rsa_alg="RS256"`` pins RS256 instead for RSA keys (then a key's own
+       ``alg``, if any, must say RS256): for an external OpenID provider's
+       keys only, never for clients;
     8. the signature verifies;
     9. the payload is a JSON object without duplicate members.
 
+    ``kid_optional=True`` (client assertions: RFC 7523 does not require a kid, and
+    common clients such as Authlib omit it) lets a token without ``kid`` be tried
+    against each of ``keys`` in turn; each key still pins its own algorithm.
+
     No claims are checked here: ``exp``, ``iat``, ``aud`` and the rest are the
     caller's job.
+
+    Raises:
+        InvalidJWS: any failure, with a short reason.
+        ValueError: ``rsa_alg`` is neither PS256 nor RS256 (a programming error).
     """
+    if rsa_alg not in ("PS256", "RS256"):
+        raise ValueError("rsa_alg must be PS256 or RS256")
     signing_input, header, payload_bytes, signature = _parse_compact(token, max_size)
     _check_header(header, typ, allow_jwk=False)
     # 6. kid selects the key, within the allowed prefix.
     kid = header.get("kid")
+    if kid is None and kid_optional and allowed_kid_prefix is None:
+        for candidate in keys.values():
+            try:
+                return _finish(
+                    candidate, header, signing_input, payload_bytes, signature, rsa_alg=rsa_alg
+                )
+            except InvalidJWS:
+                continue
+        raise InvalidJWS("no key verifies")
     if not isinstance(kid, str) or not kid:
         raise InvalidJWS("missing kid")
     if allowed_kid_prefix is not None and not kid.startswith(allowed_kid_prefix):
@@ -717,7 +760,7 @@ def verify_jws(
     jwk = keys.get(kid)
     if jwk is None:
         raise InvalidJWS("unknown kid")
-    return _finish(jwk, header, signing_input, payload_bytes, signature)
+    return _finish(jwk, header, signing_input, payload_bytes, signature, rsa_alg=rsa_alg)
 
 
 def verify_jws_with_embedded_jwk(

@@ -1,0 +1,50 @@
+"""Who is calling: access tokens for clients (one verifier for every client route).
+
+Handlers ask for a principal with a role; a missing, forged, expired, revoked or
+foreign token is 401 ``invalid_token`` (or ``invalid_dpop_proof``), a valid token
+without the role is 403 ``forbidden``. The client's live registration is read on
+every request (DESIGN section 1: disabling takes effect on the next request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar import Request
+
+from api.runtime import Runtime
+from consent.tokens import AccessPrincipal, Forbidden
+
+
+def request_id(request: Request[Any, Any, Any]) -> str | None:
+    value = request.scope.get("state", {}).get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def client_principal(request: Request[Any, Any, Any], role: str) -> AccessPrincipal:
+    runtime = runtime_of(request)
+    assert runtime.tokens is not None
+    principal = await runtime.tokens.verify(
+        request.headers.get("authorization"),
+        dpop_proof=request.headers.get("dpop"),
+        htm=request.method,
+        htu=runtime.settings.issuer + request.url.path,
+    )
+    if role not in principal.scope:
+        raise Forbidden(f"this route needs the {role} role")
+    return principal
+
+
+def require(role: str) -> Callable[[Request[Any, Any, Any]], Awaitable[AccessPrincipal]]:
+    """A dependency provider: ``Provide(require("consumer"))``."""
+
+    async def provide(request: Request[Any, Any, Any]) -> AccessPrincipal:
+        return await client_principal(request, role)
+
+    return provide

@@ -1,0 +1,73 @@
+"""The app in-process (Litestar test client) on each engine, with registered clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.runtime import Runtime
+from api.settings import Settings
+from tests.helpers.clients import TestClient
+from tests.helpers.lifespan import lifespan
+from tests.helpers.runtime import local_settings, open_runtime
+from vault.clock import ManualClock
+from vault.service import Actor
+from vault.storage import Database
+
+ISSUER = "http://testserver.local"
+
+
+@dataclass
+class Platform:
+    http: httpx.AsyncClient
+    runtime: Runtime
+    settings: Settings
+    clients: dict[str, TestClient]
+
+    @property
+    def issuer(self) -> str:
+        return self.settings.issuer
+
+    async def register(self, client: TestClient, *, approved: bool = True) -> TestClient:
+        assert self.runtime.clients is not None
+        await self.runtime.clients.add(
+            client_id=client.client_id,
+            name=client.client_id.upper(),
+            kind=client.kind,
+            roles=client.roles,
+            jwks=client.jwks,
+            approved=approved,
+            dpop_required=client.dpop_required,
+            actor=Actor("operator", "test"),
+        )
+        self.clients[client.client_id] = client
+        return client
+
+    async def token(self, client_id: str, **kw: object) -> str:
+        response = await self.http.post(
+            "/oauth/token", data=self.clients[client_id].token_form(self.issuer, **kw)
+        )  # type: ignore[arg-type]
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+
+@pytest.fixture
+async def platform(database: Database, tmp_path: Path) -> AsyncIterator[Platform]:
+    settings = local_settings(tmp_path, ONCEVAULT_ISSUER=ISSUER)
+    # init: keys and the first checkpoint (as `oncevault init` does)
+    seed = await open_runtime(settings, database, ManualClock())
+    await seed.close(database=False)
+    app = create_app(settings, database=database)
+    # The app runs on the test's own event loop (asyncpg pools are bound to one loop).
+    transport = httpx.ASGITransport(app=app)
+    async with lifespan(app), httpx.AsyncClient(transport=transport, base_url=ISSUER) as http:
+        runtime: Runtime = app.state.runtime
+        platform = Platform(http=http, runtime=runtime, settings=settings, clients={})
+        await platform.register(TestClient("kbank", roles=("consumer",)))
+        await platform.register(TestClient("nts", alg="ES256", roles=("issuer", "consumer")))
+        yield platform
