@@ -14,8 +14,10 @@ from litestar.datastructures import State
 
 from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
+from api.idp import DevIdP
 from api.middleware import RequestIdMiddleware
-from api.routes import consumers, oauth
+from api.routes import citizens, consumers, issuers, oauth
+from api.routes.dev_idp import dev_idp_router
 from api.runtime import Runtime
 from api.settings import Settings
 from vault.errors import KeyProviderMisconfigured, KeyProviderUnavailable, StorageError
@@ -72,8 +74,22 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
             await runtime.close(database=database is None)
             log.info("app.stopped")
 
+    handlers: list[Any] = [
+        healthz,
+        readyz,
+        *oauth.ROUTES,
+        *issuers.ROUTES,
+        *consumers.ROUTES,
+        *citizens.ROUTES,
+    ]
+    if settings.dev_idp:
+        dev_idp = DevIdP.load_or_create(
+            settings.data_dir, settings.issuer, nid_claim=settings.idp_nid_claim
+        )
+        handlers.append(dev_idp_router(dev_idp, settings))
+
     return Litestar(
-        route_handlers=[healthz, readyz, *oauth.ROUTES, *consumers.ROUTES],
+        route_handlers=handlers,
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -9,10 +9,12 @@ every request (DESIGN section 1: disabling takes effect on the next request).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
 
+from api.idp import CitizenAuthError, CitizenPrincipal, require_fresh
 from api.runtime import Runtime
 from consent.tokens import AccessPrincipal, Forbidden
 
@@ -48,3 +50,27 @@ def require(role: str) -> Callable[[Request[Any, Any, Any]], Awaitable[AccessPri
         return await client_principal(request, role)
 
     return provide
+
+
+@dataclass(frozen=True)
+class CitizenContext:
+    principal: CitizenPrincipal
+    citizen_id: str
+
+    def require_fresh(self, now_ms: int) -> None:
+        """Approve, accept and erase need a sign-in within the last 10 minutes."""
+        require_fresh(self.principal, now=now_ms // 1000)
+
+
+async def citizen_context(request: Request[Any, Any, Any]) -> CitizenContext:
+    """The signed-in citizen (a token from the trusted IdP, or the development IdP)."""
+    runtime = runtime_of(request)
+    assert runtime.citizens is not None
+    assert runtime.vault is not None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise CitizenAuthError("missing citizen token")
+    principal = runtime.citizens.verify(token, now=runtime.clock.now_ms() // 1000)
+    citizen_id = await runtime.vault.resolve(principal.subject)
+    return CitizenContext(principal=principal, citizen_id=citizen_id)

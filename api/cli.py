@@ -22,6 +22,7 @@ from granian.constants import Interfaces, Loops
 from granian.server import Server
 
 from api.db import NotMigrated, migrate, open_database, require_migrated
+from api.idp import dev_token
 from api.logging import configure_logging
 from api.runtime import Runtime, prepare_provider
 from api.settings import DOTENV, Settings, SettingsError, load_settings
@@ -326,6 +327,12 @@ def cmd_assertion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_token(args: argparse.Namespace) -> int:
+    settings = load_settings(data_dir_flag=args.data_dir, host=args.host, port=args.port)
+    print(dev_token(settings, args.nid))
+    return 0
+
+
 # -- audit ------------------------------------------------------------------------
 
 
@@ -486,6 +493,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_assertion.add_argument("--kid", help="default: the key's RFC 7638 thumbprint")
     p_assertion.add_argument("--data-dir", metavar="DIR")
     p_assertion.set_defaults(func=cmd_assertion)
+
+    p_dev = sub.add_parser("dev-token", help="a citizen token from the development IdP")
+    p_dev.add_argument("--nid", required=True, metavar="NID", help="YYMMDD-NNNNNNN")
+    p_dev.add_argument("--data-dir", metavar="DIR")
+    p_dev.add_argument("--host", default="127.0.0.1", help="as given to serve")
+    p_dev.add_argument(
+        "--port", type=int, default=8000, help="as given to serve (shapes the issuer)"
+    )
+    p_dev.set_defaults(func=cmd_dev_token)
 
     p_audit = sub.add_parser("audit", help="verify or export the audit log")
     audit_sub = p_audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")

@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.db import open_database
+from api.idp import CitizenTokenVerifier, DevIdP
 from api.settings import Settings
 from audit.checkpoints import CHECKPOINT_TYP, Checkpointer
 from audit.log import AuditLog
 from consent.clients import ClientService
+from consent.intake import RecordIntake
+from consent.reads import DataReader
 from consent.repository import (
     ClientRepository,
     ConsentRepository,
@@ -79,6 +82,10 @@ class Runtime:
     consents: ConsentService | None = None
     clients: ClientService | None = None
     tokens: TokenService | None = None
+    reader: DataReader | None = None
+    intake: RecordIntake | None = None
+    citizens: CitizenTokenVerifier | None = None
+    dev_idp: DevIdP | None = None
 
     @classmethod
     async def open(
@@ -151,6 +158,14 @@ class Runtime:
             keyring=keyring,
             issuer=self.settings.issuer,
         )
+
+        self.reader = DataReader(consents=self.consents, vault=self.vault)
+        self.intake = RecordIntake(vault=self.vault, consents=self.consents)
+        if self.settings.dev_idp:
+            self.dev_idp = DevIdP.load_or_create(
+                self.settings.data_dir, self.settings.issuer, nid_claim=self.settings.idp_nid_claim
+            )
+        self.citizens = CitizenTokenVerifier(self.settings, dev_idp=self.dev_idp)
 
     def current_catalogue(self) -> Catalogue:
         assert self.catalogue is not None

@@ -351,6 +351,7 @@ class VaultService:
         client_id: str | None = None,
         purpose: str | None = None,
         consent_id: str | None = None,
+        fields: tuple[str, ...] = (),
     ) -> tuple[RecordContent, int]:
         """Read and decrypt the latest version; the read is audited (``data.read``).
 
@@ -379,12 +380,10 @@ class VaultService:
                     client_id,
                     purpose=purpose,
                     consent_id=consent_id,
-                    items=(Item(record_type, row.meta.version, ()),),
+                    items=(Item(record_type, row.meta.version, fields),),
                 )
             ]
 
-        # The released fields are only known after decrypting; the entry lists the
-        # type and version (fields are filled in by the consent-aware read path).
         row, entries = await self.audit.run(work)
         if row is None:
             raise RecordNotFound("no such record")

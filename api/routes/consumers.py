@@ -1,20 +1,54 @@
-"""Consumer routes: consent requests, own consents, consented data, events."""
+"""Consumer routes: consent requests, own consents, consented data."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Request, get
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from api.auth import request_id, require, runtime_of
+from api.schemas import ConsentRequestIn
 from api.views import consent_json
+from consent.errors import ScopeNotConsented
+from consent.reads import ReadResult
+from consent.service import iso
 from consent.tokens import AccessPrincipal
+from vault.models import Subject
 from vault.service import Actor
 
 CONSUMER = {"principal": Provide(require("consumer"))}
 ID = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+TYPE = Annotated[str, Parameter(max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+
+@post("/v1/consent-requests", dependencies=CONSUMER, tags=["consumer"], status_code=201)
+async def request_consent(
+    request: Request[Any, Any, Any],
+    data: JSONBody[ConsentRequestIn],
+    principal: NamedDependency[AccessPrincipal],
+) -> Response[dict[str, Any]]:
+    """Ask a citizen for consent: 201 pending (active for a statute purpose), 200 the
+    existing pending request. Known and unknown subjects are answered alike."""
+    runtime = runtime_of(request)
+    assert runtime.consents is not None
+    assert runtime.vault is not None
+    subject = Subject.parse(data.subject.as_mapping())
+    citizen_id = await runtime.vault.resolve(subject)  # lazily created: no enumeration
+    client_id = principal.client.client_id
+    consent, created = await runtime.consents.request(
+        citizen_id=citizen_id,
+        client_id=client_id,
+        purpose=data.purpose,
+        items=[{"type": item.type, "fields": item.fields} for item in data.items],
+        access=data.access,
+        valid_days=data.valid_days,
+        max_fetches=data.max_fetches,
+        case_reference=data.case_reference,
+        actor=Actor("client", client_id, request_id(request)),
+    )
+    return Response(consent_json(consent), status_code=201 if created else 200)
 
 
 @get("/v1/consents/{consent_id:str}", dependencies=CONSUMER, tags=["consumer"])
@@ -31,4 +65,56 @@ async def get_consent(
     return consent_json(consent)
 
 
-ROUTES = [get_consent]
+def _bound_consent(principal: AccessPrincipal) -> str:
+    if principal.consent_id is None:
+        raise ScopeNotConsented("this token is not bound to a consent")
+    return principal.consent_id
+
+
+def _item(item: Any) -> dict[str, Any]:
+    return {
+        "type": item.type,
+        "version": item.version,
+        "data": item.data,
+        "source": item.source,
+        "attested": item.attested,
+        "updated_at": iso(item.updated_at),
+    }
+
+
+async def _read(
+    request: Request[Any, Any, Any], principal: AccessPrincipal, types: list[str] | None
+) -> ReadResult:
+    runtime = runtime_of(request)
+    assert runtime.reader is not None
+    return await runtime.reader.read(
+        consent_id=_bound_consent(principal),
+        client_id=principal.client.client_id,
+        types=types,
+        request_id=request_id(request),
+    )
+
+
+@get("/v1/data", dependencies=CONSUMER, tags=["consumer"])
+async def read_all(
+    request: Request[Any, Any, Any], principal: NamedDependency[AccessPrincipal]
+) -> Response[dict[str, Any]]:
+    """Every consented item that exists, with only the released fields."""
+    result = await _read(request, principal, None)
+    body = {"consent_id": result.consent_id, "items": [_item(i) for i in result.items]}
+    return Response(body, headers={"X-Audit-Seq": str(result.audit_seq)})
+
+
+@get("/v1/data/{record_type:str}", dependencies=CONSUMER, tags=["consumer"])
+async def read_one(
+    request: Request[Any, Any, Any],
+    record_type: TYPE,
+    principal: NamedDependency[AccessPrincipal],
+) -> Response[dict[str, Any]]:
+    """One consented item, with only the released fields."""
+    result = await _read(request, principal, [record_type])
+    body = {"consent_id": result.consent_id, **_item(result.items[0])}
+    return Response(body, headers={"X-Audit-Seq": str(result.audit_seq)})
+
+
+ROUTES = [request_consent, get_consent, read_all, read_one]

@@ -48,6 +48,14 @@ class Platform:
         self.clients[client.client_id] = client
         return client
 
+    def citizen(self, nid: str, *, fresh: bool = True) -> dict[str, str]:
+        """Headers for a citizen signed in through the development IdP."""
+        idp = self.runtime.dev_idp
+        assert idp is not None
+        now = self.runtime.clock.now_ms() // 1000
+        token = idp.mint(nid, now=now, auth_time=now if fresh else now - 3600)
+        return {"Authorization": f"Bearer {token}"}
+
     async def token(self, client_id: str, **kw: object) -> str:
         response = await self.http.post(
             "/oauth/token", data=self.clients[client_id].token_form(self.issuer, **kw)
@@ -58,7 +66,8 @@ class Platform:
 
 @pytest.fixture
 async def platform(database: Database, tmp_path: Path) -> AsyncIterator[Platform]:
-    settings = local_settings(tmp_path, ONCEVAULT_ISSUER=ISSUER)
+    settings = local_settings(tmp_path, ONCEVAULT_ISSUER=ISSUER, ONCEVAULT_DEV_IDP="1")
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # init: keys and the first checkpoint (as `oncevault init` does)
     seed = await open_runtime(settings, database, ManualClock())
     await seed.close(database=False)

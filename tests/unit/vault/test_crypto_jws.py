@@ -844,3 +844,72 @@ def test_the_rfc7638_key_is_refused_for_use_because_it_declares_rs256() -> None:
 def test_jwk_thumbprint_refusals(jwk: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         crypto.jwk_thumbprint(jwk)
+
+
+# --------------------------------------------------------------------------
+# rsa_alg="RS256": an external OpenID provider's RSA keys (api/idp.py only)
+# --------------------------------------------------------------------------
+
+
+def test_rsa_alg_rs256_accepts_rs256_and_refuses_ps256(
+    client_keys: dict[str, tuple[bytes, dict[str, str]]],
+) -> None:
+    pem, jwk = client_keys["PS256"]
+    rs256 = jwt.encode({"sub": "c1"}, pem, algorithm="RS256", headers={"kid": jwk["kid"]})
+    ps256 = crypto.sign_jws_with_pem(
+        {"sub": "c1"}, private_pem=pem, kid=jwk["kid"], typ=None, alg="PS256"
+    )
+    bare = {k: v for k, v in jwk.items() if k != "alg"}
+    for key in (bare, {**bare, "alg": "RS256"}):
+        header, payload = crypto.verify_jws(
+            rs256, keys={jwk["kid"]: key}, typ=None, rsa_alg="RS256"
+        )
+        assert header["alg"] == "RS256"
+        assert payload == {"sub": "c1"}
+        with pytest.raises(InvalidJWS, match=r"^alg not allowed for this key$"):
+            crypto.verify_jws(ps256, keys={jwk["kid"]: key}, typ=None, rsa_alg="RS256")
+    # The default stays PS256, and RS256 stays refused there.
+    assert crypto.verify_jws(ps256, keys={jwk["kid"]: jwk}, typ=None)[1] == {"sub": "c1"}
+    with pytest.raises(InvalidJWS, match=r"^alg not allowed for this key$"):
+        crypto.verify_jws(rs256, keys={jwk["kid"]: bare}, typ=None)
+
+
+def test_rsa_alg_rs256_refuses_a_key_declaring_ps256(
+    client_keys: dict[str, tuple[bytes, dict[str, str]]],
+) -> None:
+    pem, jwk = client_keys["PS256"]
+    token = jwt.encode({}, pem, algorithm="RS256", headers={"kid": jwk["kid"]})
+    assert jwk["alg"] == "PS256"
+    with pytest.raises(InvalidJWS, match=r"^unusable key$"):
+        crypto.verify_jws(token, keys={jwk["kid"]: jwk}, typ=None, rsa_alg="RS256")
+
+
+def test_rsa_alg_rs256_detects_tampering(
+    client_keys: dict[str, tuple[bytes, dict[str, str]]],
+) -> None:
+    pem, jwk = client_keys["PS256"]
+    token = jwt.encode({"a": 1}, pem, algorithm="RS256", headers={"kid": jwk["kid"]})
+    header_seg, _payload_seg, signature_seg = token.split(".")
+    tampered = f"{header_seg}.{b64json({'a': 2})}.{signature_seg}"
+    with pytest.raises(InvalidJWS, match=r"^bad signature$"):
+        crypto.verify_jws(
+            tampered, keys={jwk["kid"]: jwk | {"alg": "RS256"}}, typ=None, rsa_alg="RS256"
+        )
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
+def test_rsa_alg_does_not_touch_other_key_types(
+    client_keys: dict[str, tuple[bytes, dict[str, str]]], alg: str
+) -> None:
+    pem, jwk = client_keys[alg]
+    token = crypto.sign_jws_with_pem({}, private_pem=pem, kid=jwk["kid"], typ=None, alg=alg)
+    assert crypto.verify_jws(token, keys={jwk["kid"]: jwk}, typ=None, rsa_alg="RS256")[1] == {}
+    forged = jwt.encode({}, client_keys["PS256"][0], algorithm="RS256", headers={"kid": jwk["kid"]})
+    with pytest.raises(InvalidJWS, match=r"^alg not allowed for this key$"):
+        crypto.verify_jws(forged, keys={jwk["kid"]: jwk}, typ=None, rsa_alg="RS256")
+
+
+def test_rsa_alg_must_be_ps256_or_rs256() -> None:
+    token = crypto.sign_jws({}, private_key=AT_SEED, kid="at-1", typ="at+jwt")
+    with pytest.raises(ValueError, match="rsa_alg"):
+        crypto.verify_jws(token, keys=KEYS, typ=None, rsa_alg="RS512")  # type: ignore[arg-type]

@@ -1,0 +1,217 @@
+"""Citizen routes: my records, my consents, receipts; every read of content audited."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, Response, get, post, put
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody, Parameter
+
+from api.auth import CitizenContext, citizen_context, request_id, runtime_of
+from api.schemas import SelfAssertedIn
+from api.views import consent_json
+from consent.models import Consent
+from consent.service import iso
+from vault.models import RecordMeta
+from vault.service import Actor
+
+CITIZEN = {"me": Provide(citizen_context)}
+ID = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+TYPE = Annotated[str, Parameter(max_length=64, pattern=r"^[a-z0-9_]+$")]
+STATUS = Annotated[
+    str | None,
+    Parameter(
+        required=False,
+        pattern=r"^(pending|active|rejected|revoked|expired|exhausted)$",
+    ),
+]
+VERSION = Annotated[int | None, Parameter(required=False, ge=1, le=1_000_000)]
+
+
+def _actor(request: Request[Any, Any, Any], me: CitizenContext) -> Actor:
+    return Actor("citizen", me.citizen_id, request_id(request))
+
+
+def _record(meta: RecordMeta) -> dict[str, Any]:
+    return {
+        "type": meta.record_type,
+        "version": meta.version,
+        "source": meta.source,
+        "attested": meta.attested,
+        "updated_at": iso(meta.created_at),
+    }
+
+
+async def _consents_view(
+    request: Request[Any, Any, Any], consents: list[Consent]
+) -> list[dict[str, Any]]:
+    runtime = runtime_of(request)
+    assert runtime.clients is not None
+    names = await runtime.clients.repo.names(sorted({c.client_id for c in consents}))
+    catalogue = runtime.current_catalogue()
+    out = []
+    for consent in consents:
+        purpose = catalogue.purposes.get(consent.purpose)
+        out.append(
+            consent_json(
+                consent,
+                client_name=names.get(consent.client_id, consent.client_id),
+                purpose_title=purpose.title if purpose else consent.purpose,
+            )
+        )
+    return out
+
+
+@get("/v1/me", dependencies=CITIZEN, tags=["citizen"])
+async def me_summary(
+    request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]
+) -> dict[str, Any]:
+    """My citizen id, records (without data) and consents."""
+    runtime = runtime_of(request)
+    assert runtime.vault is not None
+    assert runtime.consents is not None
+    records = await runtime.vault.list_records(me.citizen_id)
+    consents = await runtime.consents.list_for_citizen(me.citizen_id)
+    return {
+        "citizen_id": me.citizen_id,
+        "records": [_record(r) for r in records],
+        "consents": await _consents_view(request, consents),
+    }
+
+
+@get("/v1/me/records", dependencies=CITIZEN, tags=["citizen"])
+async def my_records(
+    request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]
+) -> dict[str, Any]:
+    """My records, latest versions, without data."""
+    runtime = runtime_of(request)
+    assert runtime.vault is not None
+    return {"records": [_record(r) for r in await runtime.vault.list_records(me.citizen_id)]}
+
+
+@get("/v1/me/records/{record_type:str}", dependencies=CITIZEN, tags=["citizen"])
+async def my_record(
+    request: Request[Any, Any, Any], record_type: TYPE, me: NamedDependency[CitizenContext]
+) -> Response[dict[str, Any]]:
+    """The latest version with data; the read itself is audited."""
+    runtime = runtime_of(request)
+    assert runtime.vault is not None
+    catalogue = runtime.current_catalogue()
+    known = catalogue.record_types.get(record_type)
+    fields = tuple(sorted(known.fields)) if known else ()
+    content, seq = await runtime.vault.read(
+        citizen_id=me.citizen_id, record_type=record_type, actor=_actor(request, me), fields=fields
+    )
+    body = {**_record(content.meta), "data": content.data}
+    return Response(body, headers={"X-Audit-Seq": str(seq)})
+
+
+@put("/v1/me/records/{record_type:str}", dependencies=CITIZEN, tags=["citizen"])
+async def put_my_record(
+    request: Request[Any, Any, Any],
+    record_type: TYPE,
+    data: JSONBody[SelfAssertedIn],
+    me: NamedDependency[CitizenContext],
+) -> Response[dict[str, Any]]:
+    """Write a self-asserted record (address, bank account, ...): 201 new version, 200 unchanged."""
+    runtime = runtime_of(request)
+    assert runtime.intake is not None
+    result = await runtime.intake.self_assert(
+        citizen_id=me.citizen_id, record_type=record_type, data=data.data, actor=_actor(request, me)
+    )
+    body = {"record_id": result.record_id, "type": result.record_type, "version": result.version}
+    return Response(body, status_code=201 if result.created else 200)
+
+
+@get("/v1/me/consents", dependencies=CITIZEN, tags=["citizen"])
+async def my_consents(
+    request: Request[Any, Any, Any], me: NamedDependency[CitizenContext], status: STATUS = None
+) -> dict[str, Any]:
+    """My consents (with client name and purpose title), optionally by status."""
+    runtime = runtime_of(request)
+    assert runtime.consents is not None
+    consents = await runtime.consents.list_for_citizen(me.citizen_id, status=status)
+    return {"consents": await _consents_view(request, consents)}
+
+
+async def _transition(
+    request: Request[Any, Any, Any], me: CitizenContext, consent_id: str, action: str
+) -> dict[str, Any]:
+    runtime = runtime_of(request)
+    assert runtime.consents is not None
+    if action == "approve":
+        me.require_fresh(runtime.clock.now_ms())
+    method = {
+        "approve": runtime.consents.approve,
+        "reject": runtime.consents.reject,
+        "revoke": runtime.consents.revoke,
+    }[action]
+    consent = await method(consent_id, citizen_id=me.citizen_id, actor=_actor(request, me))
+    return (await _consents_view(request, [consent]))[0]
+
+
+@post(
+    "/v1/me/consents/{consent_id:str}/approve",
+    dependencies=CITIZEN,
+    tags=["citizen"],
+    status_code=200,
+)
+async def approve(
+    request: Request[Any, Any, Any], consent_id: ID, me: NamedDependency[CitizenContext]
+) -> dict[str, Any]:
+    """Approve a pending request (needs a sign-in within the last 10 minutes)."""
+    return await _transition(request, me, consent_id, "approve")
+
+
+@post(
+    "/v1/me/consents/{consent_id:str}/reject",
+    dependencies=CITIZEN,
+    tags=["citizen"],
+    status_code=200,
+)
+async def reject(
+    request: Request[Any, Any, Any], consent_id: ID, me: NamedDependency[CitizenContext]
+) -> dict[str, Any]:
+    """Reject a pending request."""
+    return await _transition(request, me, consent_id, "reject")
+
+
+@post(
+    "/v1/me/consents/{consent_id:str}/revoke",
+    dependencies=CITIZEN,
+    tags=["citizen"],
+    status_code=200,
+)
+async def revoke(
+    request: Request[Any, Any, Any], consent_id: ID, me: NamedDependency[CitizenContext]
+) -> dict[str, Any]:
+    """Revoke an active consent: effective for the next read."""
+    return await _transition(request, me, consent_id, "revoke")
+
+
+@get("/v1/me/consents/{consent_id:str}/receipt", dependencies=CITIZEN, tags=["citizen"])
+async def receipt(
+    request: Request[Any, Any, Any],
+    consent_id: ID,
+    me: NamedDependency[CitizenContext],
+    version: VERSION = None,
+) -> dict[str, Any]:
+    """The latest signed consent receipt, or ``?version=n``."""
+    runtime = runtime_of(request)
+    assert runtime.consents is not None
+    found = await runtime.consents.receipt(consent_id, citizen_id=me.citizen_id, version=version)
+    return {"receipt": found.jws, "version": found.version}
+
+
+ROUTES = [
+    me_summary,
+    my_records,
+    my_record,
+    put_my_record,
+    my_consents,
+    approve,
+    reject,
+    revoke,
+    receipt,
+]

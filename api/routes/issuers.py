@@ -1,0 +1,92 @@
+"""Issuer routes: attested records in, one at a time or in batches."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Request, Response, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
+
+from api.auth import request_id, require, runtime_of
+from api.schemas import BatchIn, RecordIn
+from consent.tokens import AccessPrincipal
+from vault.errors import OncevaultError
+from vault.service import Actor
+
+ISSUER = {"principal": Provide(require("issuer"))}
+MAX_BATCH = 1000
+BATCH_CONCURRENCY = 64
+
+
+def _put_body(result: Any) -> dict[str, Any]:
+    return {"record_id": result.record_id, "type": result.record_type, "version": result.version}
+
+
+@post("/v1/records", dependencies=ISSUER, tags=["issuer"], status_code=201)
+async def put_record(
+    request: Request[Any, Any, Any],
+    data: JSONBody[RecordIn],
+    principal: NamedDependency[AccessPrincipal],
+) -> Response[dict[str, Any]]:
+    """Store an attested record: 201 with the new version, 200 when the content is unchanged."""
+    runtime = runtime_of(request)
+    assert runtime.intake is not None
+    client_id = principal.client.client_id
+    result = await runtime.intake.issue(
+        client_id=client_id,
+        subject=data.subject.as_mapping(),
+        record_type=data.type,
+        data=data.data,
+        attestation=data.attestation,
+        actor=Actor("client", client_id, request_id(request)),
+    )
+    return Response(_put_body(result), status_code=201 if result.created else 200)
+
+
+@post(
+    "/v1/records:batch",
+    dependencies=ISSUER,
+    tags=["issuer"],
+    status_code=200,
+    request_max_body_size=16 << 20,
+)
+async def put_records(
+    request: Request[Any, Any, Any],
+    data: JSONBody[BatchIn],
+    principal: NamedDependency[AccessPrincipal],
+) -> dict[str, Any]:
+    """Up to 1,000 records; one result per record (status 201, 200, 403 or 422)."""
+    if len(data.records) > MAX_BATCH:
+        raise OncevaultError(f"records: at most {MAX_BATCH} per batch", code="validation_error")
+    runtime = runtime_of(request)
+    assert runtime.intake is not None
+    intake = runtime.intake
+    client_id = principal.client.client_id
+    actor = Actor("client", client_id, request_id(request))
+    gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+    async def one(index: int, record: RecordIn) -> dict[str, Any]:
+        async with gate:
+            try:
+                result = await intake.issue(
+                    client_id=client_id,
+                    subject=record.subject.as_mapping(),
+                    record_type=record.type,
+                    data=record.data,
+                    attestation=record.attestation,
+                    actor=actor,
+                )
+            except OncevaultError as exc:
+                if exc.code in ("kms_unavailable", "unavailable"):
+                    raise
+                status = {"type_not_issuable": 403, "validation_error": 422}.get(exc.code, 422)
+                return {"index": index, "status": status, "code": exc.code}
+            return {"index": index, "status": 201 if result.created else 200, **_put_body(result)}
+
+    results = await asyncio.gather(*(one(i, r) for i, r in enumerate(data.records)))
+    return {"results": list(results)}
+
+
+ROUTES = [put_record, put_records]

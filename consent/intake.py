@@ -1,0 +1,130 @@
+"""Records coming in: attested records from issuers, self-asserted ones from citizens.
+
+Each write is checked against the current catalogue (may this client issue this
+type; is the citizen allowed to assert it; does the data match the type's fields),
+stored once through the vault, and announced inside the same unit: lifecycle rules
+make suggestions. A refused write to an authenticated caller is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from audit.models import EntryDraft, safe_token
+from consent.service import ConsentService
+from policies import PolicyDenied, may_issue, may_self_assert, validate_record
+from vault.models import PutResult, Subject
+from vault.service import Actor, VaultService
+
+
+class RecordIntake:
+    def __init__(self, *, vault: VaultService, consents: ConsentService) -> None:
+        self.vault = vault
+        self.consents = consents
+        self.audit = consents.audit
+
+    async def _refuse(
+        self, actor: Actor, error: PolicyDenied, record_type: str, citizen_id: str | None
+    ) -> PolicyDenied:
+        draft = EntryDraft(
+            action="record.put",
+            actor_type=actor.type,  # type: ignore[arg-type]
+            actor_id=actor.id,
+            outcome="denied",
+            citizen_id=citizen_id,
+            client_id=actor.id if actor.type == "client" else None,
+            record_type=safe_token(record_type),
+            reason_code=error.code,
+            request_id=actor.request_id,
+        )
+
+        async def work() -> tuple[None, list[EntryDraft]]:
+            return None, [draft]
+
+        _, entries = await self.audit.run(work)
+        error.audit_seq = entries[0].seq  # type: ignore[attr-defined]
+        return error
+
+    async def issue(
+        self,
+        *,
+        client_id: str,
+        subject: Mapping[str, Any],
+        record_type: str,
+        data: Any,
+        attestation: Any,
+        actor: Actor,
+    ) -> PutResult:
+        """An issuer's attested record.
+
+        Raises:
+            PolicyDenied: ``type_not_issuable`` (audited).
+            RecordInvalid / InvalidSubject: ``validation_error`` (422).
+        """
+        catalogue = self.consents.catalogue()
+        decision = may_issue(catalogue, client_id, record_type)
+        if not decision.allowed:
+            raise await self._refuse(
+                actor, PolicyDenied(decision.reasons, decision.details), record_type, None
+            )
+        parsed = Subject.parse(dict(subject))
+        clean = validate_record(catalogue.record_types[record_type], data)
+        citizen_id = await self.vault.resolve(parsed)
+        return await self._put(
+            citizen_id,
+            record_type,
+            clean,
+            source=client_id,
+            attestation=attestation,
+            actor=actor,
+            client_id=client_id,
+        )
+
+    async def self_assert(
+        self, *, citizen_id: str, record_type: str, data: Any, actor: Actor
+    ) -> PutResult:
+        """A citizen's own record of a self-asserted type (``PUT /v1/me/records/{type}``)."""
+        catalogue = self.consents.catalogue()
+        decision = may_self_assert(catalogue, record_type)
+        if not decision.allowed:
+            raise await self._refuse(
+                actor, PolicyDenied(decision.reasons, decision.details), record_type, citizen_id
+            )
+        clean = validate_record(catalogue.record_types[record_type], data)
+        return await self._put(
+            citizen_id,
+            record_type,
+            clean,
+            source="citizen",
+            attestation=None,
+            actor=actor,
+            client_id=None,
+        )
+
+    async def _put(
+        self,
+        citizen_id: str,
+        record_type: str,
+        data: dict[str, Any],
+        *,
+        source: str,
+        attestation: Any,
+        actor: Actor,
+        client_id: str | None,
+    ) -> PutResult:
+        async def on_stored(version: int) -> Sequence[EntryDraft]:
+            return await self.consents.after_record_stored(
+                citizen_id=citizen_id, record_type=record_type, data=data
+            )
+
+        return await self.vault.put(
+            citizen_id=citizen_id,
+            record_type=record_type,
+            data=data,
+            source=source,
+            actor=actor,
+            attestation=attestation,
+            client_id=client_id,
+            on_stored=on_stored,
+        )

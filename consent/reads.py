@@ -1,0 +1,192 @@
+"""The consented read: consent decision, records, fetch count and audit entry in one unit.
+
+Path of a read (DESIGN section 5, 12):
+
+1. before any transaction: find the citizen's DEKs for the consented types and
+   unwrap them (cache or key provider). Key provider down -> 503, nothing counted,
+   nothing appended;
+2. one group-committed unit: lock the consent, decide against the live consent and
+   the current catalogue, load the latest record rows, count the fetch with a
+   conditional update, append ``data.read`` (``ok`` with exactly what is released,
+   or ``denied`` with ``[]``) as its last statement;
+3. after COMMIT: decrypt and project the released fields.
+
+A data response therefore never exists without its committed entry, and no read
+sequenced after a revocation is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from audit.models import EntryDraft, Item, safe_token
+from consent.errors import ConsentError
+from consent.models import ReadGrant
+from consent.service import ConsentService
+from vault.errors import OncevaultError, RecordNotFound
+from vault.repository import DekRow, RecordRow
+from vault.service import Actor, VaultService
+
+
+@dataclass(frozen=True)
+class ReleasedItem:
+    type: str
+    version: int
+    data: dict[str, Any]
+    source: str
+    attested: bool
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    consent_id: str
+    items: list[ReleasedItem]
+    audit_seq: int
+
+
+class DataReader:
+    def __init__(self, *, consents: ConsentService, vault: VaultService) -> None:
+        self.consents = consents
+        self.vault = vault
+        self.audit = consents.audit
+
+    async def read(
+        self,
+        *,
+        consent_id: str,
+        client_id: str,
+        types: Sequence[str] | None,
+        request_id: str | None,
+    ) -> ReadResult:
+        """Release the consented fields (of ``types``, or every consented type).
+
+        Raises (each refusal carries ``audit_seq``): ConsentError subclasses,
+        RecordNotFound; KeyProviderUnavailable before anything is recorded.
+        """
+        actor = Actor("client", client_id, request_id)
+        # 1. Keys first, outside any transaction.
+        consent = await self.consents.repo.get(consent_id)
+        keys: dict[str, tuple[DekRow, bytes]] = {}
+        if consent is not None and consent.client_id == client_id:
+            wanted = types if types is not None else [t for t, _ in consent.items]
+            for record_type in wanted:
+                if record_type in consent.items_mapping():
+                    found = await self.vault.dek_for_read(consent.citizen_id, record_type)
+                    if found is not None:
+                        keys[record_type] = found
+        single = types[0] if types is not None and len(types) == 1 else None
+
+        # 2. The unit.
+        async def work() -> tuple[Any, list[EntryDraft]]:
+            grant, drafts = await self.consents.lock_for_read(
+                consent_id, client_id=client_id, types=types, actor=actor
+            )
+            if isinstance(grant, ConsentError):
+                owned = grant.code != "consent_not_found"
+                return grant, [
+                    *drafts,
+                    self._denied(
+                        actor,
+                        grant.code,
+                        consent_id if owned else None,
+                        grant_citizen(consent, owned),
+                        single,
+                    ),
+                ]
+            rows: list[tuple[RecordRow, bytes, tuple[str, ...]]] = []
+            for record_type, fields in sorted(grant.released.items()):
+                key = keys.get(record_type)
+                if key is None:
+                    continue
+                row = await self.vault.repo.latest(grant.consent.citizen_id, record_type)
+                if row is not None and row.dek_id == key[0].dek_id:
+                    rows.append((row, key[1], fields))
+            if not rows:
+                return RecordNotFound("no consented record exists"), [
+                    *drafts,
+                    self._denied(
+                        actor, "record_not_found", consent_id, grant.consent.citizen_id, single
+                    ),
+                ]
+            counted, more = await self.consents.count_fetch(grant, actor=actor)
+            if isinstance(counted, ConsentError):
+                return counted, [
+                    *drafts,
+                    self._denied(actor, counted.code, consent_id, grant.consent.citizen_id, single),
+                ]
+            return (grant, rows), [*drafts, *more, self._ok(actor, grant, rows, single)]
+
+        value, entries = await self.audit.run(work)
+        seq = entries[-1].seq
+        if isinstance(value, OncevaultError):
+            value.audit_seq = seq  # type: ignore[attr-defined]
+            raise value
+        grant, rows = value
+        # 3. After COMMIT: decrypt and project.
+        items = []
+        for row, dek, fields in rows:
+            content = self.vault.open_record(row, dek)
+            items.append(
+                ReleasedItem(
+                    type=row.meta.record_type,
+                    version=row.meta.version,
+                    data={name: content.data[name] for name in fields if name in content.data},
+                    source=row.meta.source,
+                    attested=row.meta.attested,
+                    updated_at=row.meta.created_at,
+                )
+            )
+        return ReadResult(consent_id=grant.consent.consent_id, items=items, audit_seq=seq)
+
+    @staticmethod
+    def _denied(
+        actor: Actor,
+        reason: str,
+        consent_id: str | None,
+        citizen_id: str | None,
+        single: str | None,
+    ) -> EntryDraft:
+        return EntryDraft(
+            action="data.read",
+            actor_type="client",
+            actor_id=actor.id,
+            outcome="denied",
+            citizen_id=citizen_id,
+            client_id=actor.id,
+            consent_id=consent_id,
+            record_type=safe_token(single),
+            items=(),
+            reason_code=reason,
+            request_id=actor.request_id,
+        )
+
+    @staticmethod
+    def _ok(
+        actor: Actor,
+        grant: ReadGrant,
+        rows: list[tuple[RecordRow, bytes, tuple[str, ...]]],
+        single: str | None,
+    ) -> EntryDraft:
+        items = tuple(
+            Item(row.meta.record_type, row.meta.version, fields) for row, _, fields in rows
+        )
+        return EntryDraft(
+            action="data.read",
+            actor_type="client",
+            actor_id=actor.id,
+            citizen_id=grant.consent.citizen_id,
+            client_id=actor.id,
+            consent_id=grant.consent.consent_id,
+            purpose=grant.consent.purpose,
+            record_type=single,
+            record_version=rows[0][0].meta.version if single else None,
+            items=items,
+            request_id=actor.request_id,
+        )
+
+
+def grant_citizen(consent: Any, owned: bool) -> str | None:
+    return consent.citizen_id if owned and consent is not None else None
