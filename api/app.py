@@ -16,7 +16,7 @@ from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
 from api.idp import DevIdP
 from api.middleware import RequestIdMiddleware
-from api.routes import citizens, consumers, issuers, oauth
+from api.routes import auditors, citizens, consumers, issuers, oauth
 from api.routes.dev_idp import dev_idp_router
 from api.runtime import Runtime
 from api.settings import Settings
@@ -81,6 +81,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
         *issuers.ROUTES,
         *consumers.ROUTES,
         *citizens.ROUTES,
+        *auditors.ROUTES,
     ]
     if settings.dev_idp:
         dev_idp = DevIdP.load_or_create(
