@@ -47,6 +47,21 @@ async def readyz(state: State) -> Response[Any]:
     return Response({"status": "ready"})
 
 
+async def _housekeeping(runtime: Runtime, *, interval: float = 3600.0) -> None:
+    """Expire consents and shred what retention no longer holds (hourly; idempotent)."""
+    while True:
+        try:
+            assert runtime.consents is not None
+            assert runtime.erasure is not None
+            await runtime.consents.expire_due()
+            await runtime.erasure.run_retention()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the next run retries
+            log.warning("housekeeping.failed", error=exc.__class__.__name__)
+        await asyncio.sleep(interval)
+
+
 def create_app(settings: Settings, *, database: Database | None = None) -> Litestar:
     """Build the app for ``settings``; ``database`` lets tests inject one."""
 
@@ -58,6 +73,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
             await runtime.load_services()
             assert runtime.checkpointer is not None
             checkpointing = asyncio.create_task(runtime.checkpointer.run(), name="checkpoints")
+            housekeeping = asyncio.create_task(_housekeeping(runtime), name="housekeeping")
             app.state.runtime = runtime
             log.info(
                 "app.started",
@@ -65,9 +81,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
                 key_provider=settings.key_provider,
             )
             yield
-            checkpointing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checkpointing
+            for task in (checkpointing, housekeeping):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runtime.audit.close()
             await runtime.checkpointer.make()  # orderly shutdown refreshes the copy
         finally:

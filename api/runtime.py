@@ -14,11 +14,13 @@ from api.settings import Settings
 from audit.checkpoints import CHECKPOINT_TYP, Checkpointer
 from audit.log import AuditLog
 from consent.clients import ClientService
+from consent.erasure import ERASURE_RECEIPT_TYP, ErasureService
 from consent.intake import RecordIntake
 from consent.reads import DataReader
 from consent.repository import (
     ClientRepository,
     ConsentRepository,
+    EventRepository,
     ReplayRepository,
     SuggestionRepository,
 )
@@ -85,6 +87,7 @@ class Runtime:
     reader: DataReader | None = None
     intake: RecordIntake | None = None
     citizens: CitizenTokenVerifier | None = None
+    erasure: ErasureService | None = None
     dev_idp: DevIdP | None = None
 
     @classmethod
@@ -146,6 +149,7 @@ class Runtime:
             sign_receipt=lambda payload: keyring.sign("rc", payload, typ=RECEIPT_TYP),
             controller=self.settings.issuer,
             suggestions=SuggestionRepository(self.database),
+            events=EventRepository(self.database),
         )
         client_repo = ClientRepository(self.database)
         self.clients = ClientService(repo=client_repo, audit=self.audit, clock=self.clock)
@@ -161,6 +165,12 @@ class Runtime:
 
         self.reader = DataReader(consents=self.consents, vault=self.vault)
         self.intake = RecordIntake(vault=self.vault, consents=self.consents)
+        self.erasure = ErasureService(
+            consents=self.consents,
+            vault=self.vault,
+            sign_receipt=lambda payload: keyring.sign("rc", payload, typ=ERASURE_RECEIPT_TYP),
+            issuer=self.settings.issuer,
+        )
         if self.settings.dev_idp:
             self.dev_idp = DevIdP.load_or_create(
                 self.settings.data_dir, self.settings.issuer, nid_claim=self.settings.idp_nid_claim

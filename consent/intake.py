@@ -115,7 +115,7 @@ class RecordIntake:
     ) -> PutResult:
         async def on_stored(version: int) -> Sequence[EntryDraft]:
             return await self.consents.after_record_stored(
-                citizen_id=citizen_id, record_type=record_type, data=data
+                citizen_id=citizen_id, record_type=record_type, data=data, version=version
             )
 
         return await self.vault.put(

@@ -126,3 +126,13 @@ class Client:
     def may_obtain_tokens(self) -> bool:
         """Enabled, and approved when private (agencies need no approval)."""
         return self.enabled and (self.kind == "agency" or self.approved)
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    type: str
+    consent_id: str | None
+    record_type: str | None
+    version: int | None
+    at: int

@@ -9,6 +9,7 @@ from typing import Any
 from consent.models import (
     Client,
     Consent,
+    Event,
     Receipt,
     Status,
     StoredSuggestion,
@@ -373,3 +374,69 @@ class ReplayRepository:
     async def is_revoked(self, jti: str) -> bool:
         row = await self.db.fetchrow("SELECT 1 AS found FROM revoked_tokens WHERE jti = $1", jti)
         return row is not None
+
+
+class EventRepository:
+    """The event feed. Inserts happen only inside appending transactions (tree lock
+    held), so seq order is commit order and a cursor never skips an event."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    async def add(
+        self,
+        *,
+        client_id: str,
+        type: str,
+        at: int,
+        consent_id: str | None = None,
+        record_type: str | None = None,
+        version: int | None = None,
+    ) -> None:
+        await self.db.execute(
+            "INSERT INTO events (client_id, type, consent_id, record_type, version, at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            client_id,
+            type,
+            consent_id,
+            record_type,
+            version,
+            at,
+        )
+
+    async def after(self, client_id: str, after: int, limit: int) -> list[Event]:
+        rows = await self.db.fetch(
+            "SELECT seq, type, consent_id, record_type, version, at FROM events"
+            " WHERE client_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            client_id,
+            after,
+            limit,
+        )
+        return [
+            Event(
+                seq=int(r["seq"]),
+                type=r["type"],
+                consent_id=r["consent_id"],
+                record_type=r["record_type"],
+                version=None if r["version"] is None else int(r["version"]),
+                at=int(r["at"]),
+            )
+            for r in rows
+        ]
+
+    async def standing_consents_covering(
+        self, citizen_id: str, record_type: str, now: int
+    ) -> list[tuple[str, str]]:
+        """(consent_id, client_id) of active standing consents whose items name the type."""
+        rows = await self.db.fetch(
+            "SELECT consent_id, client_id, items FROM consents WHERE citizen_id = $1"
+            " AND status = 'active' AND access = 'standing' AND valid_until > $2",
+            citizen_id,
+            now,
+        )
+        out = []
+        for row in rows:
+            types = {t for t, _ in json.loads(row["items"])}
+            if record_type in types:
+                out.append((str(row["consent_id"]), str(row["client_id"])))
+        return out

@@ -28,7 +28,7 @@ from consent.errors import (
     ScopeNotConsented,
 )
 from consent.models import DAY_MS, Consent, ReadGrant, Receipt, Status, StoredSuggestion
-from consent.repository import ConsentRepository, SuggestionRepository
+from consent.repository import ConsentRepository, EventRepository, SuggestionRepository
 from policies import (
     Catalogue,
     PolicyDenied,
@@ -86,10 +86,12 @@ class ConsentService:
         sign_receipt: Callable[[Mapping[str, object]], str],
         controller: str,
         suggestions: SuggestionRepository,
+        events: EventRepository,
         jurisdiction: str = "KR",
     ) -> None:
         self.repo = repo
         self.suggestions = suggestions
+        self.events = events
         self.audit = audit
         self.clock = clock
         self.catalogue = catalogue
@@ -152,7 +154,11 @@ class ConsentService:
         )
         if status in _RECEIPTED:
             moved = await self._issue_receipt(moved, now)
-        return moved, [self._entry(actor, _ACTION_BY_STATUS[status], moved)]
+        action = _ACTION_BY_STATUS[status]
+        await self.events.add(
+            client_id=moved.client_id, type=action, consent_id=moved.consent_id, at=now
+        )
+        return moved, [self._entry(actor, action, moved)]
 
     async def _issue_receipt(self, consent: Consent, now: int) -> Consent:
         version = consent.receipt_version + 1
@@ -265,6 +271,9 @@ class ConsentService:
                 status=Status.PENDING,
             )
             await self.repo.insert(consent, now)
+            await self.events.add(
+                client_id=client_id, type="consent.requested", consent_id=consent.consent_id, at=now
+            )
             drafts = [self._entry(actor, "consent.requested", consent)]
             if statute:
                 consent, more = await self._transition(consent, Status.ACTIVE, actor, now)
@@ -444,10 +453,27 @@ class ConsentService:
     # -- life events ------------------------------------------------------------------------
 
     async def after_record_stored(
-        self, *, citizen_id: str, record_type: str, data: Mapping[str, Any]
+        self,
+        *,
+        citizen_id: str,
+        record_type: str,
+        data: Mapping[str, Any],
+        version: int | None = None,
     ) -> list[EntryDraft]:
-        """Inside the write's unit: store what the lifecycle rules suggest (citizen only)."""
+        """Inside the write's unit: tell every standing consent's client once
+        (``record.updated``), and store what the lifecycle rules suggest (citizen only)."""
         now = self.clock.now_ms()
+        for consent_id, client_id in await self.events.standing_consents_covering(
+            citizen_id, record_type, now
+        ):
+            await self.events.add(
+                client_id=client_id,
+                type="record.updated",
+                consent_id=consent_id,
+                record_type=record_type,
+                version=version,
+                at=now,
+            )
         today = datetime.fromtimestamp(now / 1000, tz=UTC).date()
         drafts: list[EntryDraft] = []
         for suggestion in lifecycle_suggestions(
@@ -482,6 +508,9 @@ class ConsentService:
                     )
                 )
         return drafts
+
+    async def events_for(self, client_id: str, *, after: int, limit: int) -> list[Any]:
+        return await self.events.after(client_id, after, limit)
 
     async def list_suggestions(self, citizen_id: str) -> list[StoredSuggestion]:
         return await self.suggestions.list_for_citizen(citizen_id)

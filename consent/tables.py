@@ -76,7 +76,20 @@ class RevokedToken(Table, tablename="revoked_tokens"):
     expires_at = BigInt()
 
 
+class EventRow(Table, tablename="events"):
+    """A consumer's event: consent.* for its consents, record.updated for covered types."""
+
+    seq = BigInt(primary_key=True)
+    client_id = Text()
+    type = Text()
+    consent_id = Text(null=True)
+    record_type = Text(null=True)
+    version = Integer(null=True)
+    at = BigInt()
+
+
 TABLES: tuple[type[Table], ...] = (
+    EventRow,
     ConsentRow,
     ConsentReceipt,
     SuggestionRow,

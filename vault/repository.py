@@ -413,3 +413,35 @@ class VaultRepository:
             " UNION SELECT DISTINCT kek_version FROM platform_secrets"
         )
         return {int(row["v"]) for row in rows}
+
+    # -- erasure holds ------------------------------------------------------------------
+
+    async def add_hold(self, citizen_id: str, record_type: str, until: int) -> None:
+        await self.db.execute(
+            "INSERT INTO erasure_holds (citizen_id, record_type, until) VALUES ($1, $2, $3)"
+            " ON CONFLICT (citizen_id, record_type) DO UPDATE SET until = excluded.until",
+            citizen_id,
+            record_type,
+            until,
+        )
+
+    async def due_holds(self, now: int, *, limit: int = 500) -> list[tuple[str, str]]:
+        rows = await self.db.fetch(
+            "SELECT citizen_id, record_type FROM erasure_holds WHERE until <= $1"
+            " ORDER BY until LIMIT $2",
+            now,
+            limit,
+        )
+        return [(str(r["citizen_id"]), str(r["record_type"])) for r in rows]
+
+    async def drop_hold(self, citizen_id: str, record_type: str) -> int:
+        """Remove a hold; return how many holds the citizen still has."""
+        await self.db.execute(
+            "DELETE FROM erasure_holds WHERE citizen_id = $1 AND record_type = $2",
+            citizen_id,
+            record_type,
+        )
+        row = await self.db.fetchrow(
+            "SELECT count(*) AS n FROM erasure_holds WHERE citizen_id = $1", citizen_id
+        )
+        return int(row["n"]) if row else 0

@@ -86,7 +86,19 @@ class Record(Table, tablename="records"):
     superseded_at = BigInt(null=True)
 
 
+class ErasureHold(Table, tablename="erasure_holds"):
+    """A type kept after an erasure until its statutory retention ends.
+
+    The real key is (citizen_id, record_type); Piccolo needs one pk column.
+    """
+
+    citizen_id = Text(primary_key=True)
+    record_type = Text()
+    until = BigInt()
+
+
 TABLES: tuple[type[Table], ...] = (
+    ErasureHold,
     InstanceMeta,
     Citizen,
     CitizenIndex,

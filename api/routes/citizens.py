@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Request, Response, get, post, put
+from litestar import Request, Response, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
@@ -204,7 +204,79 @@ async def receipt(
     return {"receipt": found.jws, "version": found.version}
 
 
+@delete("/v1/me", dependencies=CITIZEN, tags=["citizen"], status_code=200)
+async def erase_me(
+    request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]
+) -> dict[str, Any]:
+    """Erase me: revoke every pending and active consent, shred every erasable type,
+    keep what a statute holds (type, until, reason), answer with a signed receipt.
+    Needs a sign-in within the last 10 minutes."""
+    runtime = runtime_of(request)
+    assert runtime.erasure is not None
+    me.require_fresh(runtime.clock.now_ms())
+    outcome = await runtime.erasure.erase_citizen(
+        citizen_id=me.citizen_id, actor=_actor(request, me)
+    )
+    return {
+        "erased": list(outcome.erased),
+        "kept": [{"type": k.type, "until": iso(k.until), "reason": k.reason} for k in outcome.kept],
+        "receipt": outcome.receipt,
+    }
+
+
+def _suggestion(s: Any, names: dict[str, str], titles: dict[str, str]) -> dict[str, Any]:
+    return {
+        "suggestion_id": s.suggestion_id,
+        "rule": s.rule,
+        "client_id": s.client_id,
+        "client_name": names.get(s.client_id, s.client_id),
+        "purpose": s.purpose,
+        "purpose_title": titles.get(s.purpose, s.purpose),
+        "access": s.access,
+        "valid_days": s.valid_days,
+        "status": s.status,
+        "created_at": iso(s.created_at),
+        "consent_id": s.consent_id,
+    }
+
+
+@get("/v1/me/suggestions", dependencies=CITIZEN, tags=["citizen"])
+async def my_suggestions(
+    request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]
+) -> dict[str, Any]:
+    """Proactive service suggestions from life events."""
+    runtime = runtime_of(request)
+    assert runtime.consents is not None
+    assert runtime.clients is not None
+    found = await runtime.consents.list_suggestions(me.citizen_id)
+    names = await runtime.clients.repo.names(sorted({s.client_id for s in found}))
+    titles = {name: p.title for name, p in runtime.current_catalogue().purposes.items()}
+    return {"suggestions": [_suggestion(s, names, titles) for s in found]}
+
+
+@post(
+    "/v1/me/suggestions/{suggestion_id:str}/accept",
+    dependencies=CITIZEN,
+    tags=["citizen"],
+    status_code=200,
+)
+async def accept_suggestion(
+    request: Request[Any, Any, Any], suggestion_id: ID, me: NamedDependency[CitizenContext]
+) -> dict[str, Any]:
+    """One click: an active consent for the suggested service (fresh sign-in needed)."""
+    runtime = runtime_of(request)
+    assert runtime.consents is not None
+    me.require_fresh(runtime.clock.now_ms())
+    consent = await runtime.consents.accept_suggestion(
+        suggestion_id, citizen_id=me.citizen_id, actor=_actor(request, me)
+    )
+    return (await _consents_view(request, [consent]))[0]
+
+
 ROUTES = [
+    erase_me,
+    my_suggestions,
+    accept_suggestion,
     me_summary,
     my_records,
     my_record,

@@ -117,4 +117,36 @@ async def read_one(
     return Response(body, headers={"X-Audit-Seq": str(result.audit_seq)})
 
 
-ROUTES = [request_consent, get_consent, read_all, read_one]
+AFTER = Annotated[int, Parameter(ge=0, le=2**53 - 1)]
+LIMIT = Annotated[int, Parameter(ge=1, le=1000)]
+
+
+@get("/v1/events", dependencies=CONSUMER, tags=["consumer"])
+async def events(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[AccessPrincipal],
+    after: AFTER = 0,
+    limit: LIMIT = 100,
+) -> dict[str, Any]:
+    """consent.* events for my consents and record.updated for types my standing
+    consents cover, oldest first, ``seq > after``; ``next`` is the cursor."""
+    runtime = runtime_of(request)
+    assert runtime.consents is not None
+    found = await runtime.consents.events_for(principal.client.client_id, after=after, limit=limit)
+    return {
+        "events": [
+            {
+                "seq": e.seq,
+                "type": e.type,
+                "consent_id": e.consent_id,
+                "record_type": e.record_type,
+                "version": e.version,
+                "at": iso(e.at),
+            }
+            for e in found
+        ],
+        "next": found[-1].seq if found else after,
+    }
+
+
+ROUTES = [request_consent, get_consent, read_all, read_one, events]
