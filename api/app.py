@@ -16,6 +16,7 @@ from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
 from api.idp import DevIdP
 from api.middleware import RequestIdMiddleware
+from api.openapi import document, openapi_config
 from api.routes import auditors, citizens, consumers, issuers, oauth
 from api.routes.dev_idp import dev_idp_router
 from api.runtime import Runtime
@@ -106,8 +107,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
         )
         handlers.append(dev_idp_router(dev_idp, settings))
 
+    document(handlers)
     return Litestar(
         route_handlers=handlers,
+        openapi_config=openapi_config(),
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -17,6 +17,7 @@ from litestar import Request
 from api.idp import CitizenAuthError, CitizenPrincipal, require_fresh
 from api.runtime import Runtime
 from consent.tokens import AccessPrincipal, Forbidden
+from vault.errors import OncevaultError
 
 
 def request_id(request: Request[Any, Any, Any]) -> str | None:
@@ -40,7 +41,27 @@ async def client_principal(request: Request[Any, Any, Any], role: str) -> Access
     )
     if role not in principal.scope:
         raise Forbidden(f"this route needs the {role} role")
+    await enforce_rate_limit(runtime, principal.client.client_id, "api")
     return principal
+
+
+class RateLimited(OncevaultError):
+    """Too many requests from this client this minute."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("rate limit reached; retry after the Retry-After seconds")
+        self.retry_after = retry_after
+
+
+async def enforce_rate_limit(runtime: Runtime, client_id: str, scope: str) -> None:
+    limiter = runtime.rate_limiter
+    if limiter is None or not limiter.enabled:
+        return
+    decision = await limiter.hit(client_id, scope)
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after)
 
 
 def require(role: str) -> Callable[[Request[Any, Any, Any]], Awaitable[AccessPrincipal]]:

@@ -41,6 +41,7 @@ STATUS: dict[str, tuple[int, str]] = {
     "not_found": (404, "Not found"),
     "method_not_allowed": (405, "Method not allowed"),
     "consent_state_conflict": (409, "Consent state conflict"),
+    "idempotency_in_progress": (409, "Request in progress"),
     "malformed_request": (400, "Malformed request"),
     "payload_too_large": (413, "Payload too large"),
     "unsupported_media_type": (415, "Unsupported media type"),
@@ -51,7 +52,12 @@ STATUS: dict[str, tuple[int, str]] = {
     "internal_error": (500, "Internal error"),
 }
 
-RETRY_AFTER_SECONDS = {"rate_limited": 60, "kms_unavailable": 2, "unavailable": 2}
+RETRY_AFTER_SECONDS = {
+    "rate_limited": 60,
+    "kms_unavailable": 2,
+    "unavailable": 2,
+    "idempotency_in_progress": 1,
+}
 
 
 def problem(
@@ -89,6 +95,9 @@ def oncevault_error_handler(_: Request[Any, Any, Any], exc: OncevaultError) -> R
         headers["WWW-Authenticate"] = f'Bearer error="{code}", DPoP error="{code}"'
     elif code == "invalid_dpop_proof":
         headers["WWW-Authenticate"] = 'DPoP error="invalid_dpop_proof"'
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int):
+        headers["Retry-After"] = str(retry_after)
     seq = getattr(exc, "audit_seq", None)
     if isinstance(seq, int):
         headers["X-Audit-Seq"] = str(seq)

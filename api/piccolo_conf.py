@@ -13,4 +13,6 @@ from piccolo.conf.apps import AppRegistry
 
 DB: Any = None
 
-APP_REGISTRY = AppRegistry(apps=["vault.piccolo_app", "audit.piccolo_app", "consent.piccolo_app"])
+APP_REGISTRY = AppRegistry(
+    apps=["vault.piccolo_app", "audit.piccolo_app", "consent.piccolo_app", "api.piccolo_app"]
+)

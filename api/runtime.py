@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.db import open_database
+from api.idempotency import IdempotencyStore
 from api.idp import CitizenTokenVerifier, DevIdP
+from api.ratelimit import RateLimiter
 from api.settings import Settings
 from audit.checkpoints import CHECKPOINT_TYP, Checkpointer
 from audit.log import AuditLog
@@ -88,6 +90,8 @@ class Runtime:
     intake: RecordIntake | None = None
     citizens: CitizenTokenVerifier | None = None
     erasure: ErasureService | None = None
+    rate_limiter: RateLimiter | None = None
+    idempotency: IdempotencyStore | None = None
     dev_idp: DevIdP | None = None
 
     @classmethod
@@ -176,6 +180,10 @@ class Runtime:
                 self.settings.data_dir, self.settings.issuer, nid_claim=self.settings.idp_nid_claim
             )
         self.citizens = CitizenTokenVerifier(self.settings, dev_idp=self.dev_idp)
+        self.rate_limiter = RateLimiter(
+            self.database, self.clock, self.settings.rate_limit_per_minute
+        )
+        self.idempotency = IdempotencyStore(self.database, self.clock)
 
     def current_catalogue(self) -> Catalogue:
         assert self.catalogue is not None

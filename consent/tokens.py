@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,8 +198,13 @@ class TokenService:
         *,
         dpop_proof: str | None,
         request_id: str | None,
+        gate: Callable[[str], Awaitable[None]] | None = None,
     ) -> TokenResponse:
+        """Authenticate, then issue. ``gate(client_id)`` runs after authentication (rate
+        limits are per authenticated client, so nobody can spend another's budget)."""
         client = await self.authenticate_client(form)
+        if gate is not None:
+            await gate(client.client_id)
         try:
             response = await self._issue_for(client, form, dpop_proof)
         except OAuthError as exc:

@@ -9,6 +9,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
 from api.auth import request_id, require, runtime_of
+from api.replay import idempotent
 from api.schemas import ConsentRequestIn
 from api.views import consent_json
 from consent.errors import ScopeNotConsented
@@ -28,27 +29,33 @@ async def request_consent(
     request: Request[Any, Any, Any],
     data: JSONBody[ConsentRequestIn],
     principal: NamedDependency[AccessPrincipal],
-) -> Response[dict[str, Any]]:
+) -> Response[Any]:
     """Ask a citizen for consent: 201 pending (active for a statute purpose), 200 the
     existing pending request. Known and unknown subjects are answered alike."""
     runtime = runtime_of(request)
     assert runtime.consents is not None
     assert runtime.vault is not None
-    subject = Subject.parse(data.subject.as_mapping())
-    citizen_id = await runtime.vault.resolve(subject)  # lazily created: no enumeration
+    consents = runtime.consents
+    vault = runtime.vault
     client_id = principal.client.client_id
-    consent, created = await runtime.consents.request(
-        citizen_id=citizen_id,
-        client_id=client_id,
-        purpose=data.purpose,
-        items=[{"type": item.type, "fields": item.fields} for item in data.items],
-        access=data.access,
-        valid_days=data.valid_days,
-        max_fetches=data.max_fetches,
-        case_reference=data.case_reference,
-        actor=Actor("client", client_id, request_id(request)),
-    )
-    return Response(consent_json(consent), status_code=201 if created else 200)
+
+    async def produce() -> tuple[dict[str, Any], int]:
+        subject = Subject.parse(data.subject.as_mapping())
+        citizen_id = await vault.resolve(subject)  # lazily created: no enumeration
+        consent, created = await consents.request(
+            citizen_id=citizen_id,
+            client_id=client_id,
+            purpose=data.purpose,
+            items=[{"type": item.type, "fields": item.fields} for item in data.items],
+            access=data.access,
+            valid_days=data.valid_days,
+            max_fetches=data.max_fetches,
+            case_reference=data.case_reference,
+            actor=Actor("client", client_id, request_id(request)),
+        )
+        return consent_json(consent), 201 if created else 200
+
+    return await idempotent(request, client_id, produce)
 
 
 @get("/v1/consents/{consent_id:str}", dependencies=CONSUMER, tags=["consumer"])

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 
 from api.auth import request_id, require, runtime_of
+from api.replay import idempotent
 from api.schemas import BatchIn, RecordIn
 from consent.tokens import AccessPrincipal
 from vault.errors import OncevaultError
@@ -33,16 +34,21 @@ async def put_record(
     """Store an attested record: 201 with the new version, 200 when the content is unchanged."""
     runtime = runtime_of(request)
     assert runtime.intake is not None
+    intake = runtime.intake
     client_id = principal.client.client_id
-    result = await runtime.intake.issue(
-        client_id=client_id,
-        subject=data.subject.as_mapping(),
-        record_type=data.type,
-        data=data.data,
-        attestation=data.attestation,
-        actor=Actor("client", client_id, request_id(request)),
-    )
-    return Response(_put_body(result), status_code=201 if result.created else 200)
+
+    async def produce() -> tuple[dict[str, Any], int]:
+        result = await intake.issue(
+            client_id=client_id,
+            subject=data.subject.as_mapping(),
+            record_type=data.type,
+            data=data.data,
+            attestation=data.attestation,
+            actor=Actor("client", client_id, request_id(request)),
+        )
+        return _put_body(result), 201 if result.created else 200
+
+    return await idempotent(request, client_id, produce)
 
 
 @post(
@@ -56,7 +62,7 @@ async def put_records(
     request: Request[Any, Any, Any],
     data: JSONBody[BatchIn],
     principal: NamedDependency[AccessPrincipal],
-) -> dict[str, Any]:
+) -> Response[Any]:
     """Up to 1,000 records; one result per record (status 201, 200, 403 or 422)."""
     if len(data.records) > MAX_BATCH:
         raise OncevaultError(f"records: at most {MAX_BATCH} per batch", code="validation_error")
@@ -85,8 +91,11 @@ async def put_records(
                 return {"index": index, "status": status, "code": exc.code}
             return {"index": index, "status": 201 if result.created else 200, **_put_body(result)}
 
-    results = await asyncio.gather(*(one(i, r) for i, r in enumerate(data.records)))
-    return {"results": list(results)}
+    async def produce() -> tuple[dict[str, Any], int]:
+        results = await asyncio.gather(*(one(i, r) for i, r in enumerate(data.records)))
+        return {"results": list(results)}, 200
+
+    return await idempotent(request, client_id, produce)
 
 
 ROUTES = [put_record, put_records]

@@ -2,16 +2,92 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 
-from api.auth import request_id, runtime_of
+from api.auth import enforce_rate_limit, request_id, runtime_of
 from consent.tokens import CONSENT_DETAIL_TYPE, OAuthError
 
 FORM = "application/x-www-form-urlencoded"
+
+
+def _form_schema(required: list[str], properties: dict[str, str]) -> RequestBody:
+    return RequestBody(
+        required=True,
+        content={
+            FORM: OpenAPIMediaType(
+                schema=Schema(
+                    type=OpenAPIType.OBJECT,
+                    required=required,
+                    properties={
+                        name: Schema(type=OpenAPIType.STRING, description=text)
+                        for name, text in properties.items()
+                    },
+                )
+            )
+        },
+    )
+
+
+_ASSERTION = {
+    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    "client_assertion": "a JWT signed with the client's registered key (RFC 7523)",
+}
+
+
+@dataclass
+class TokenOperation(Operation):
+    """Documents the form body that the token endpoint parses itself (strictly)."""
+
+    def __post_init__(self) -> None:
+        self.request_body = _form_schema(
+            ["grant_type", "client_assertion_type", "client_assertion"],
+            {
+                "grant_type": "client_credentials",
+                **_ASSERTION,
+                "scope": "space-separated subset of issuer, consumer, auditor",
+                "authorization_details": (
+                    'RFC 9396: [{"type": "oncevault_consent", "consent_id": "..."}]'
+                ),
+            },
+        )
+        self.responses = {
+            "200": OpenAPIResponse(description="RFC 6749 token response"),
+            "400": OpenAPIResponse(
+                description=(
+                    "invalid_request, invalid_grant, invalid_scope, unsupported_grant_type,"
+                    " invalid_dpop_proof"
+                )
+            ),
+            "401": OpenAPIResponse(description="invalid_client"),
+        }
+
+
+@dataclass
+class RevokeOperation(Operation):
+    def __post_init__(self) -> None:
+        self.request_body = _form_schema(
+            ["token", "client_assertion_type", "client_assertion"],
+            {"token": "an access token of this client", **_ASSERTION},
+        )
+        self.responses = {
+            "200": OpenAPIResponse(description="revoked (or unknown: RFC 7009 §2.2)"),
+            "401": OpenAPIResponse(description="invalid_client"),
+        }
+
+
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -67,7 +143,7 @@ def jwks(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return runtime_of(request).jwks()
 
 
-@post("/oauth/token", tags=["oauth"], status_code=200)
+@post("/oauth/token", tags=["oauth"], status_code=200, operation_class=TokenOperation)
 async def token(request: Request[Any, Any, Any]) -> Response[Any]:
     """client_credentials with private_key_jwt (RFC 7523); RFC 6749 error bodies."""
     runtime = runtime_of(request)
@@ -75,14 +151,17 @@ async def token(request: Request[Any, Any, Any]) -> Response[Any]:
     try:
         form = await _form(request)
         issued = await runtime.tokens.issue(
-            form, dpop_proof=request.headers.get("dpop"), request_id=request_id(request)
+            form,
+            dpop_proof=request.headers.get("dpop"),
+            request_id=request_id(request),
+            gate=lambda client_id: enforce_rate_limit(runtime, client_id, "token"),
         )
     except OAuthError as exc:
         return _oauth_error(exc)
     return Response(issued.as_json(), headers=NO_STORE)
 
 
-@post("/oauth/revoke", tags=["oauth"], status_code=200)
+@post("/oauth/revoke", tags=["oauth"], status_code=200, operation_class=RevokeOperation)
 async def revoke(request: Request[Any, Any, Any]) -> Response[Any]:
     """RFC 7009: the client revokes one of its tokens; unknown tokens are not an error."""
     runtime = runtime_of(request)

@@ -293,3 +293,52 @@ async def test_once_consent_and_statute_and_narrowing(home: Platform) -> None:
     )
     read = await _read(p, standing, "/v1/data/income_certificate")
     assert read.json()["data"] == {"year": 2025}
+
+
+async def test_idempotency_key(home: Platform) -> None:
+    p = home
+    token = await p.token("nts", scope="issuer")
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "put-income-2025-0001"}
+    body = {"subject": {"nid": BUYER_NID}, "type": "income_certificate", "data": INCOME}
+    first = await p.http.post("/v1/records", json=body, headers=headers)
+    assert first.status_code == 201
+    again = await p.http.post("/v1/records", json=body, headers=headers)
+    assert (again.status_code, again.json()) == (201, first.json())  # the stored first response
+    assert again.headers["idempotent-replayed"] == "true"
+    other = await p.http.post(
+        "/v1/records", json={**body, "data": dict(INCOME, year=2024)}, headers=headers
+    )
+    assert (other.status_code, other.json()["code"]) == (422, "validation_error")
+    assert "different request body" in other.json()["detail"]
+    bad_key = await p.http.post(
+        "/v1/records", json=body, headers={**headers, "Idempotency-Key": "x" * 65}
+    )
+    assert (bad_key.status_code, bad_key.json()["code"]) == (422, "validation_error")
+    assert "x" * 65 not in bad_key.text
+    rows = await p.runtime.database.fetch("SELECT version FROM records")
+    assert [r["version"] for r in rows] == [1]
+
+
+async def test_rate_limit(home: Platform) -> None:
+    p = home
+    limiter = p.runtime.rate_limiter
+    assert limiter is not None
+    token = await p.token("kbank")
+    limiter.per_minute = 3
+    statuses = []
+    for _ in range(5):
+        response = await p.http.get(
+            "/v1/consents/cns_none", headers={"Authorization": f"Bearer {token}"}
+        )
+        statuses.append(response.status_code)
+    assert statuses == [404, 404, 404, 429, 429]
+    assert response.json()["code"] == "rate_limited"
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    # The token endpoint has its own budget per client (one token was issued above).
+    codes = [
+        (
+            await p.http.post("/oauth/token", data=p.clients["kbank"].token_form(p.issuer))
+        ).status_code
+        for _ in range(5)
+    ]
+    assert codes == [200, 200, 429, 429, 429]
