@@ -11,7 +11,9 @@ from typing import Any
 import structlog
 from litestar import Litestar, Response, get
 from litestar.datastructures import State
+from litestar.exceptions import ValidationException
 
+from api.bodies import recursion_error_handler, strict_json_bodies, validation_exception_handler
 from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
 from api.idp import DevIdP
@@ -112,8 +114,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
         route_handlers=handlers,
         openapi_config=openapi_config(),
         lifespan=[lifespan],
-        middleware=[RequestIdMiddleware],
-        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[RequestIdMiddleware, strict_json_bodies()],  # request id outermost
+        exception_handlers={
+            **EXCEPTION_HANDLERS,
+            ValidationException: validation_exception_handler,
+            RecursionError: recursion_error_handler,
+        },
         state=State({"settings": settings}),
         logging_config=None,
         debug=False,

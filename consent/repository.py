@@ -352,14 +352,18 @@ class ReplayRepository:
     async def use_once(self, scope: str, jti: str, expires_at: int, now: int) -> bool:
         """Record a single-use identifier; False when it was seen before (a replay)."""
         async with self.db.transaction():
-            await self.db.execute("DELETE FROM replay_guard WHERE expires_at < $1", now - 60)
-            rows = await self.db.fetch(
-                "INSERT INTO replay_guard (scope, jti, expires_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT (scope, jti) DO NOTHING RETURNING jti",
-                scope,
-                jti,
-                expires_at,
-            )
+            return await self.use_once_here(scope, jti, expires_at, now)
+
+    async def use_once_here(self, scope: str, jti: str, expires_at: int, now: int) -> bool:
+        """:meth:`use_once` inside the caller's transaction (a group-committed unit)."""
+        await self.db.execute("DELETE FROM replay_guard WHERE expires_at < $1", now - 60)
+        rows = await self.db.fetch(
+            "INSERT INTO replay_guard (scope, jti, expires_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (scope, jti) DO NOTHING RETURNING jti",
+            scope,
+            jti,
+            expires_at,
+        )
         return bool(rows)
 
     async def revoke(self, jti: str, expires_at: int) -> None:

@@ -149,6 +149,14 @@ class TokenService:
 
     async def authenticate_client(self, form: Mapping[str, str]) -> Client:
         """Steps of RFC 7523 §3 with the DESIGN section 6 limits; any failure is invalid_client."""
+        client, jti, expires = await self._check_assertion(form)
+        now = self.clock.now_ms()
+        if not await self.replay.use_once(f"assertion:{client.client_id}", jti, expires, now):
+            raise OAuthError("invalid_client", "assertion replayed")
+        return client
+
+    async def _check_assertion(self, form: Mapping[str, str]) -> tuple[Client, str, int]:
+        """Steps 1-3 (no replay check yet); returns the client, the jti and its expiry (ms)."""
         now = self.clock.now_ms() // 1000
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise OAuthError("invalid_client", "client_assertion_type must be jwt-bearer")
@@ -183,12 +191,7 @@ class TokenService:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
             raise OAuthError("invalid_client", "jti missing")
-        # 4. Single use.
-        if not await self.replay.use_once(
-            f"assertion:{client.client_id}", jti, (exp + SKEW) * 1000, now * 1000
-        ):
-            raise OAuthError("invalid_client", "assertion replayed")
-        return client
+        return client, jti, (exp + SKEW) * 1000
 
     # -- issuance ----------------------------------------------------------------------------
 
@@ -201,25 +204,48 @@ class TokenService:
         gate: Callable[[str], Awaitable[None]] | None = None,
     ) -> TokenResponse:
         """Authenticate, then issue. ``gate(client_id)`` runs after authentication (rate
-        limits are per authenticated client, so nobody can spend another's budget)."""
-        client = await self.authenticate_client(form)
+        limits are per authenticated client, so nobody can spend another's budget).
+
+        The assertion's single use, the consent check and the ``token.issued`` (or
+        ``token.refused``) entry share one group-committed unit.
+        """
+        client, jti, expires = await self._check_assertion(form)
         if gate is not None:
             await gate(client.client_id)
-        try:
-            response = await self._issue_for(client, form, dpop_proof)
-        except OAuthError as exc:
-            await self._record(client, "token.refused", None, exc.error, request_id, "denied")
-            raise
-        consent_id = (
-            response.authorization_details[0]["consent_id"]
-            if response.authorization_details
-            else None
-        )
-        await self._record(client, "token.issued", consent_id, None, request_id, "ok")
-        return response
+        jkt: str | None = None
+        if dpop_proof is not None:
+            jkt = await self.verify_dpop(
+                dpop_proof, htm="POST", htu=self.token_endpoint, token=None
+            )
+
+        async def work() -> tuple[TokenResponse | OAuthError, list[EntryDraft]]:
+            now = self.clock.now_ms()
+            if not await self.replay.use_once_here(
+                f"assertion:{client.client_id}", jti, expires, now
+            ):
+                return OAuthError("invalid_client", "assertion replayed"), []
+            try:
+                response = await self._issue_for(client, form, jkt)
+            except OAuthError as exc:
+                return exc, [
+                    self._draft(client, "token.refused", None, exc.error, request_id, "denied")
+                ]
+            consent_id = (
+                response.authorization_details[0]["consent_id"]
+                if response.authorization_details
+                else None
+            )
+            return response, [
+                self._draft(client, "token.issued", consent_id, None, request_id, "ok")
+            ]
+
+        value, _ = await self.audit.run(work)
+        if isinstance(value, OAuthError):
+            raise value
+        return value
 
     async def _issue_for(
-        self, client: Client, form: Mapping[str, str], dpop_proof: str | None
+        self, client: Client, form: Mapping[str, str], jkt: str | None
     ) -> TokenResponse:
         now = self.clock.now_ms() // 1000
         if form.get("grant_type") != "client_credentials":
@@ -229,12 +255,7 @@ class TokenService:
         if not scope or not scope <= client.roles:
             raise OAuthError("invalid_scope", "scope must be a subset of the client's roles")
         details = await self._consent_details(client, form.get("authorization_details"), scope)
-        jkt: str | None = None
-        if dpop_proof is not None:
-            jkt = await self.verify_dpop(
-                dpop_proof, htm="POST", htu=self.token_endpoint, token=None
-            )
-        elif client.dpop_required:
+        if jkt is None and client.dpop_required:
             raise OAuthError("invalid_request", "this client must use DPoP")
         claims: dict[str, object] = {
             "iss": self.issuer,
@@ -290,7 +311,7 @@ class TokenService:
             raise OAuthError("invalid_grant", "the consent is not active")
         return [{"type": CONSENT_DETAIL_TYPE, "consent_id": consent_id}]
 
-    async def _record(  # noqa: PLR0917 - the entry's fields in order
+    def _draft(  # noqa: PLR0917 - the entry's fields in order
         self,
         client: Client,
         action: str,
@@ -298,8 +319,8 @@ class TokenService:
         reason: str | None,
         request_id: str | None,
         outcome: str,
-    ) -> None:
-        draft = EntryDraft(
+    ) -> EntryDraft:
+        return EntryDraft(
             action=action,
             actor_type="client",
             actor_id=client.client_id,
@@ -309,11 +330,6 @@ class TokenService:
             reason_code=reason,
             request_id=request_id,
         )
-
-        async def work() -> tuple[None, list[EntryDraft]]:
-            return None, [draft]
-
-        await self.audit.run(work)
 
     # -- verification ---------------------------------------------------------------------------
 

@@ -342,3 +342,85 @@ async def test_rate_limit(home: Platform) -> None:
         for _ in range(5)
     ]
     assert codes == [200, 200, 429, 429, 429]
+
+
+async def test_hostile_bodies_on_real_routes(home: Platform) -> None:
+    p = home
+    token = await p.token("nts", scope="issuer")
+    auth = {"Authorization": f"Bearer {token}"}
+    json_headers = {**auth, "Content-Type": "application/json"}
+    good = json.dumps({"subject": {"nid": BUYER_NID}, "type": "income_certificate", "data": INCOME})
+    cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
+        ("malformed", b'{"subject": ', json_headers, 400, "malformed_request"),
+        ("deep", b"[" * 10_000 + b"]" * 10_000, json_headers, 400, "malformed_request"),
+        ("duplicate keys", b'{"type": "a", "type": "b"}', json_headers, 400, "malformed_request"),
+        ("NaN", good.replace("2025", "NaN").encode(), json_headers, 400, "malformed_request"),
+        (
+            "huge int",
+            good.replace("2025", str(2**70)).encode(),
+            json_headers,
+            400,
+            "malformed_request",
+        ),
+        (
+            "lone surrogate",
+            json.dumps({**json.loads(good), "data": dict(INCOME, employer="@@")})
+            .replace("@@", "\\ud800")
+            .encode(),
+            json_headers,
+            400,
+            "malformed_request",
+        ),
+        (
+            "wrong content type",
+            good.encode(),
+            {**auth, "Content-Type": "text/plain"},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "too large",
+            b'{"x": "' + b"a" * (1 << 20) + b'"}',
+            json_headers,
+            413,
+            "payload_too_large",
+        ),
+        (
+            "unknown field",
+            json.dumps({**json.loads(good), "CANARYFIELD": 1}).encode(),
+            json_headers,
+            422,
+            "validation_error",
+        ),
+        (
+            "wrong type",
+            json.dumps({**json.loads(good), "type": 7}).encode(),
+            json_headers,
+            422,
+            "validation_error",
+        ),
+    ]
+    for name, body, headers, status, code in cases:
+        response = await p.http.post("/v1/records", content=body, headers=headers)
+        assert (response.status_code, response.json().get("code")) == (status, code), (
+            name,
+            response.text[:300],
+        )
+        assert response.headers["content-type"].startswith("application/problem+json"), name
+    unknown = await p.http.post("/v1/records", content=cases[8][1], headers=json_headers)
+    assert "CANARYFIELD" in unknown.json()["detail"]  # names the field, never a value
+    too_long_id = await p.http.get(
+        "/v1/consents/" + "c" * 10_000,
+        headers={"Authorization": f"Bearer {await p.token('kbank')}"},
+    )
+    assert too_long_id.status_code in (400, 404)
+    traversal = await p.http.get(
+        "/v1/data/..%2F..%2Fetc%2Fpasswd",
+        headers={"Authorization": f"Bearer {await p.token('kbank')}"},
+    )
+    assert traversal.status_code in (400, 403, 404)
+    bad_query = await p.http.get(
+        "/v1/events?after=-1", headers={"Authorization": f"Bearer {await p.token('kbank')}"}
+    )
+    assert (bad_query.status_code, bad_query.json()["code"]) == (400, "malformed_request")
+    assert (await p.runtime.database.fetch("SELECT count(*) AS n FROM records"))[0]["n"] == 0
