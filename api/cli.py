@@ -327,6 +327,12 @@ def cmd_assertion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from api.demo import run_demo  # noqa: PLC0415 - only this command needs httpx
+
+    return run_demo(serve=args.serve)
+
+
 def cmd_dev_token(args: argparse.Namespace) -> int:
     settings = load_settings(data_dir_flag=args.data_dir, host=args.host, port=args.port)
     print(dev_token(settings, args.nid))
@@ -493,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_assertion.add_argument("--kid", help="default: the key's RFC 7638 thumbprint")
     p_assertion.add_argument("--data-dir", metavar="DIR")
     p_assertion.set_defaults(func=cmd_assertion)
+
+    p_demo = sub.add_parser("demo", help="the home purchase end to end, on a throwaway data dir")
+    p_demo.add_argument(
+        "--serve", action="store_true", help="keep the server running afterwards (Ctrl-C stops it)"
+    )
+    p_demo.set_defaults(func=cmd_demo)
 
     p_dev = sub.add_parser("dev-token", help="a citizen token from the development IdP")
     p_dev.add_argument("--nid", required=True, metavar="NID", help="YYMMDD-NNNNNNN")
