@@ -7,8 +7,10 @@ carry personal data, token values or submitted field values.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
+import asyncpg
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
@@ -123,8 +125,28 @@ def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Res
     return problem(code, detail)
 
 
+#: Driver exceptions that mean "the database is not answering right now": a
+#: terminated backend, a closed pool connection, a locked or unreachable file. They
+#: are answered 503 with Retry-After (nothing was committed), never 500.
+DATABASE_FAILURES: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.QueryCanceledError,
+    sqlite3.OperationalError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
 def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # The exception type only: messages may quote input.
+    if isinstance(exc, DATABASE_FAILURES) or isinstance(exc.__cause__, DATABASE_FAILURES):
+        log.warning("http.database_unavailable", error=exc.__class__.__name__)
+        return problem("unavailable", "the database is unavailable; retry shortly")
     log.error("http.unhandled", error=exc.__class__.__name__)
     return problem("internal_error", "internal error")
 

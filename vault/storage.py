@@ -22,6 +22,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import aiosqlite
+import asyncpg
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
@@ -35,6 +36,16 @@ Dialect = Literal["sqlite", "postgres"]
 SQLITE_BUSY_TIMEOUT = 30.0
 
 _DOLLAR_PARAM = re.compile(r"\$(\d+)")
+
+_CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    ConnectionError,
+    OSError,
+)
 
 
 class Database:
@@ -222,14 +233,19 @@ class Database:
                 await reader.commit()
             return [dict(row) for row in rows]
         assert isinstance(engine, PostgresEngine)
-        if transaction is not None:
-            records = await transaction.connection.fetch(query, *args)
-        else:
-            pool = engine.pool
-            if pool is None:
-                raise StorageError("database not started")
-            async with pool.acquire() as connection:
-                records = await connection.fetch(query, *args)
+        try:
+            if transaction is not None:
+                records = await transaction.connection.fetch(query, *args)
+            else:
+                pool = engine.pool
+                if pool is None:
+                    raise StorageError("database not started")
+                async with pool.acquire() as connection:
+                    records = await connection.fetch(query, *args)
+        except _CONNECTION_FAILURES as exc:
+            # A terminated backend or a broken pool connection: nothing to serve from,
+            # fail closed with a domain error (503); the pool replaces the connection.
+            raise StorageError(f"database connection lost ({exc.__class__.__name__})") from None
         return [dict(record) for record in records]
 
     async def ping(self) -> None:

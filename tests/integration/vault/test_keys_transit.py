@@ -297,10 +297,14 @@ async def test_stopped_server_is_unavailable_within_the_timeout(
         try:
             for attempt in (lambda: provider.unwrap([item]), provider.check):
                 started = time.monotonic()
-                with pytest.raises(KeyProviderUnavailable, match=r"no answer .* within 0.8 s"):
+                # Our asyncio deadline or hvac's own read timeout (the same value) fires
+                # first, depending on scheduling; either way it is the same refusal.
+                with pytest.raises(
+                    KeyProviderUnavailable, match=r"no answer .* within 0.8 s|unreachable \(ReadTimeout\)"
+                ):
                     await attempt()
                 elapsed = time.monotonic() - started
-                assert timeout * 0.9 <= elapsed < timeout + 0.3
+                assert timeout * 0.9 <= elapsed < timeout + 0.5
         finally:
             openbao_raft.resume()
         assert await provider.unwrap([item]) == [b"dek"]
