@@ -30,7 +30,9 @@ def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
     return runtime
 
 
-async def client_principal(request: Request[Any, Any, Any], role: str) -> AccessPrincipal:
+async def client_principal(
+    request: Request[Any, Any, Any], role: str, *, rate_limit: bool = True
+) -> AccessPrincipal:
     runtime = runtime_of(request)
     assert runtime.tokens is not None
     principal = await runtime.tokens.verify(
@@ -41,7 +43,8 @@ async def client_principal(request: Request[Any, Any, Any], role: str) -> Access
     )
     if role not in principal.scope:
         raise Forbidden(f"this route needs the {role} role")
-    await enforce_rate_limit(runtime, principal.client.client_id, "api")
+    if rate_limit:
+        await enforce_rate_limit(runtime, principal.client.client_id, "api")
     return principal
 
 
@@ -64,13 +67,35 @@ async def enforce_rate_limit(runtime: Runtime, client_id: str, scope: str) -> No
         raise RateLimited(decision.retry_after)
 
 
-def require(role: str) -> Callable[[Request[Any, Any, Any]], Awaitable[AccessPrincipal]]:
-    """A dependency provider: ``Provide(require("consumer"))``."""
+def require(
+    role: str, *, rate_limit: bool = True
+) -> Callable[[Request[Any, Any, Any]], Awaitable[AccessPrincipal]]:
+    """A dependency provider: ``Provide(require("consumer"))``.
+
+    ``rate_limit=False`` is for routes that count the request inside their own
+    group-committed unit (the consented reads), so it costs no extra COMMIT.
+    """
 
     async def provide(request: Request[Any, Any, Any]) -> AccessPrincipal:
-        return await client_principal(request, role)
+        return await client_principal(request, role, rate_limit=rate_limit)
 
     return provide
+
+
+def rate_gate(
+    request: Request[Any, Any, Any], client_id: str
+) -> Callable[[], Awaitable[OncevaultError | None]]:
+    """The rate-limit check to run inside a unit: an error to answer with, or None."""
+    runtime = runtime_of(request)
+
+    async def gate() -> OncevaultError | None:
+        limiter = runtime.rate_limiter
+        if limiter is None or not limiter.enabled:
+            return None
+        decision = await limiter.hit_here(client_id, "read")
+        return None if decision.allowed else RateLimited(decision.retry_after)
+
+    return gate
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,19 @@ class RateLimiter:
         retry_after = min(60, max(1, -(-remaining_ms // 1000)))
         return RateDecision(allowed=False, retry_after=retry_after)
 
+    async def hit_here(self, client_id: str, scope: str) -> RateDecision:
+        """:meth:`hit` inside the caller's open transaction (a read's group-committed
+        unit): the counter costs no transaction or COMMIT of its own."""
+        if not self.enabled:
+            return _ALLOWED
+        now = self.clock.now_ms()
+        window_start = now - now % WINDOW_MS
+        count = await self._count(client_id, scope, window_start)
+        if count <= self.per_minute:
+            return _ALLOWED
+        remaining_ms = window_start + WINDOW_MS - now
+        return RateDecision(allowed=False, retry_after=min(60, max(1, -(-remaining_ms // 1000))))
+
     async def _count(self, client_id: str, scope: str, window_start: int) -> int:
         count = await self.buckets.increment(client_id, scope, window_start)
         if count == 1:

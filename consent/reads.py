@@ -17,7 +17,7 @@ sequenced after a revocation is served.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,7 @@ class DataReader:
         client_id: str,
         types: Sequence[str] | None,
         request_id: str | None,
+        gate: Callable[[], Awaitable[OncevaultError | None]] | None = None,
     ) -> ReadResult:
         """Release the consented fields (of ``types``, or every consented type).
 
@@ -81,6 +82,10 @@ class DataReader:
 
         # 2. The unit.
         async def work() -> tuple[Any, list[EntryDraft]]:
+            if gate is not None:
+                refused = await gate()  # e.g. the client's rate limit, counted in this unit
+                if refused is not None:
+                    return refused, [self._denied(actor, refused.code, None, None, single)]
             grant, drafts = await self.consents.lock_for_read(
                 consent_id, client_id=client_id, types=types, actor=actor
             )

@@ -8,7 +8,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
-from api.auth import request_id, require, runtime_of
+from api.auth import rate_gate, request_id, require, runtime_of
 from api.replay import idempotent
 from api.schemas import ConsentRequestIn
 from api.views import consent_json
@@ -20,6 +20,8 @@ from vault.models import Subject
 from vault.service import Actor
 
 CONSUMER = {"principal": Provide(require("consumer"))}
+#: The consented reads count the rate limit inside their own unit (no extra COMMIT).
+READER = {"principal": Provide(require("consumer", rate_limit=False))}
 ID = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 TYPE = Annotated[str, Parameter(max_length=64, pattern=r"^[a-z0-9_]+$")]
 
@@ -99,10 +101,11 @@ async def _read(
         client_id=principal.client.client_id,
         types=types,
         request_id=request_id(request),
+        gate=rate_gate(request, principal.client.client_id),
     )
 
 
-@get("/v1/data", dependencies=CONSUMER, tags=["consumer"])
+@get("/v1/data", dependencies=READER, tags=["consumer"])
 async def read_all(
     request: Request[Any, Any, Any], principal: NamedDependency[AccessPrincipal]
 ) -> Response[dict[str, Any]]:
@@ -112,7 +115,7 @@ async def read_all(
     return Response(body, headers={"X-Audit-Seq": str(result.audit_seq)})
 
 
-@get("/v1/data/{record_type:str}", dependencies=CONSUMER, tags=["consumer"])
+@get("/v1/data/{record_type:str}", dependencies=READER, tags=["consumer"])
 async def read_one(
     request: Request[Any, Any, Any],
     record_type: TYPE,

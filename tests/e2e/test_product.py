@@ -424,3 +424,21 @@ async def test_hostile_bodies_on_real_routes(home: Platform) -> None:
     )
     assert (bad_query.status_code, bad_query.json()["code"]) == (400, "malformed_request")
     assert (await p.runtime.database.fetch("SELECT count(*) AS n FROM records"))[0]["n"] == 0
+
+
+async def test_rate_limit_on_reads_is_counted_in_the_read_unit(home: Platform) -> None:
+    p = home
+    await _issue(p, "nts", "income_certificate", INCOME)
+    consent_id = await _approved(p)
+    token = await p.token("kbank", consent_id=consent_id)
+    limiter = p.runtime.rate_limiter
+    assert limiter is not None
+    limiter.per_minute = 2
+    responses = [await p.http.get("/v1/data", headers={"Authorization": f"Bearer {token}"}) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    refused = responses[-1]
+    assert refused.json()["code"] == "rate_limited"
+    assert "retry-after" in refused.headers
+    entry = await _entry(p, int(refused.headers["x-audit-seq"]))
+    assert (entry["action"], entry["outcome"], entry["reason_code"]) == ("data.read", "denied", "rate_limited")
+    assert (await p.runtime.consents.repo.get(consent_id)).fetch_count == 2  # type: ignore[union-attr]
