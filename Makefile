@@ -10,7 +10,7 @@ PORT   ?= 8000
 DATA_DIR ?= $(if $(ONCEVAULT_DATA_DIR),$(ONCEVAULT_DATA_DIR),.oncevault)
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format bench bench-scale clean
+.PHONY: install run test lint format bench bench-scale clean browser-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "oncevault needs Python 3.11 or newer")'
@@ -27,7 +27,7 @@ run: $(STAMP)
 	@exec $(BIN)/oncevault serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
 ## make test: the whole suite (SQLite always; PostgreSQL when ONCEVAULT_TEST_POSTGRES_DSN is set)
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	echo "make test: wall time $$(( $$(date +%s) - start )) s"; \
@@ -44,3 +44,46 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+## make bench: short runs of the benchmarks in bench/ (about 3 minutes; numbers in
+## docs/performance.md). PostgreSQL rows need ONCEVAULT_TEST_POSTGRES_DSN, as for make test.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python bench/asgi_servers.py --duration 3 --rounds 1
+	$(BIN)/python bench/vault_records.py --duration 5
+	$(BIN)/python bench/audit_append.py --duration 3
+
+## make bench-scale: build once (kept in bench/results/, gitignored) a 1,000,000-entry
+## audit log in SQLite, then time inclusion and consistency proofs on it. Not part of
+## make test. Add PostgreSQL with BENCH_SCALE_ARGS='--postgres DSN'.
+BENCH_SCALE_ARGS ?=
+bench-scale: $(STAMP)
+	$(BIN)/python bench/audit_scale.py $(BENCH_SCALE_ARGS)
+
+## make browser-deps: Debian's Chromium and the Nanum fonts (Korean renders as boxes
+## without them) for the browser tests in tests/web; never a downloaded browser.
+browser-deps:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium fonts-nanum)
+	@fc-list 2>/dev/null | grep -qi nanum || (apt-get update -q && apt-get install -y -q fonts-nanum)
+	@chromium --version 2>/dev/null
+
+## make soak: the reliability suite (tests/reliability) with ONCEVAULT_SOAK=1: more clients,
+## reads, crash rounds, backend terminations and fuzzing examples (tens of minutes). Add
+## PostgreSQL with ONCEVAULT_TEST_POSTGRES_DSN, as for make test.
+.PHONY: soak
+soak: $(STAMP)
+	@start=$$(date +%s); \
+	ONCEVAULT_SOAK=1 $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS); rc=$$?; \
+	echo "make soak: wall time $$(( $$(date +%s) - start )) s"; \
+	exit $$rc
+
+## make bench-openbao: audited reads, oncevault (serve --workers 2, SQLite, local KEK) against
+## OpenBao (bao server -dev, file audit device, KV v2, one scoped token), same wrk load,
+## 3 alternated rounds of 20 s each, medians (about 3 minutes). Not part of make test.
+## BENCH_OPENBAO_ARGS='--engine postgres' for PostgreSQL (needs ONCEVAULT_TEST_POSTGRES_DSN),
+## '--write-doc' to rewrite the numbers block in docs/performance.md.
+.PHONY: bench-openbao
+BENCH_OPENBAO_ARGS ?=
+bench-openbao: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python bench/vs_openbao.py $(BENCH_OPENBAO_ARGS)

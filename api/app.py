@@ -23,6 +23,7 @@ from api.routes import auditors, citizens, consumers, issuers, oauth
 from api.routes.dev_idp import dev_idp_router
 from api.runtime import Runtime
 from api.settings import Settings
+from api.web import web_router
 from vault.errors import KeyProviderMisconfigured, KeyProviderUnavailable, StorageError
 from vault.storage import Database
 
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
             settings.data_dir, settings.issuer, nid_claim=settings.idp_nid_claim
         )
         handlers.append(dev_idp_router(dev_idp, settings))
+    handlers.append(web_router(settings))  # the citizen pages under /my
 
     document(handlers)
     return Litestar(

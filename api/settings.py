@@ -47,6 +47,11 @@ SETTING_NAMES: tuple[str, ...] = (
     "ONCEVAULT_DEV_IDP",
     "ONCEVAULT_DEK_CACHE_SECONDS",
     "ONCEVAULT_RATE_LIMIT_PER_MINUTE",
+    # Web sign-in against an external OpenID provider (read by api/web; see its README).
+    "ONCEVAULT_IDP_AUTHORIZATION_ENDPOINT",
+    "ONCEVAULT_IDP_TOKEN_ENDPOINT",
+    "ONCEVAULT_IDP_CLIENT_SECRET_FILE",
+    "ONCEVAULT_WEB_SESSION_KEY_FILE",
 )
 
 KeyProviderName = Literal["local", "transit"]

@@ -388,10 +388,14 @@ def dev_idp_router(
     async def authorize_submit(request: Request[Any, Any, Any]) -> Response[Any]:
         """Take the typed resident registration number; redirect with a code."""
         # Login CSRF: a cross-site page must not sign the browser in as someone else.
+        # The page is served with Referrer-Policy: no-referrer, so browsers post it with
+        # `Origin: null`; the form stays bound to the SameSite=Strict cookie, which a
+        # cross-site post never carries.
         origin = request.headers.get("origin")
-        if (origin is not None and _origin(origin) != platform) or request.headers.get(
-            "sec-fetch-site"
-        ) == "cross-site":
+        fetch_site = request.headers.get("sec-fetch-site")
+        if fetch_site in ("cross-site", "same-site") or (
+            origin not in (None, "null") and _origin(origin) != platform
+        ):
             return problem("forbidden", "cross-site sign-in forms are refused")
         try:
             form = await _form(request)
