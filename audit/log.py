@@ -140,6 +140,8 @@ class AuditLog:
             await self._commit_batch(batch)
 
     async def _commit_batch(self, batch: list[_Unit[Any]]) -> None:
+        """One transaction for the batch: each unit in its own savepoint, then ONE
+        append of every unit's entries as the last statements before COMMIT."""
         outcomes: list[tuple[bool, Any]] = []
         try:
             async with self.transaction():
@@ -148,15 +150,24 @@ class AuditLog:
                     await self.db.execute(f"SAVEPOINT {savepoint}")
                     try:
                         value, drafts = await unit.work()
-                        entries = await self.append(drafts)
+                        for draft in drafts:  # a bad entry fails its own unit, not the batch
+                            draft.to_entry(seq=0, ts=0)
                     except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
                         await self.db.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
                         await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
-                        self._frontier_size = -1
                         outcomes.append((False, exc))
                         continue
                     await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
-                    outcomes.append((True, (value, entries)))
+                    outcomes.append((True, (value, list(drafts))))
+                stored = await self.append(
+                    [draft for ok, result in outcomes if ok for draft in result[1]]
+                )
+                position = 0
+                for index, (ok, result) in enumerate(outcomes):
+                    if ok:
+                        value, drafts = result
+                        outcomes[index] = (True, (value, stored[position : position + len(drafts)]))
+                        position += len(drafts)
         except Exception as exc:  # noqa: BLE001 - commit failed: nobody's unit is durable
             self._frontier_size = -1
             error = exc if isinstance(exc, StorageError) else StorageError("commit failed")
