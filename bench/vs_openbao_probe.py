@@ -1,0 +1,195 @@
+"""Timing probes for oncevault's read path, injected into the server's workers by
+``bench/vs_openbao.py --probe DIR`` (no product code changes).
+
+The harness puts a generated ``sitecustomize.py`` on the server's ``PYTHONPATH`` that
+calls :func:`arm`; it registers a fork hook, so only granian's worker processes (forked
+by ``oncevault serve``) wrap a few methods of the read path with wall-clock timers and
+write their cumulative counters to ``DIR/probe-<pid>.json`` every half second. The
+harness diffs two snapshots around a run (:func:`snapshot`, :func:`diff`).
+
+Wall time of an awaited step includes the time the event loop spent on other requests
+meanwhile, so a step's mean is its cost only at low concurrency (run with
+``--connections 2``); counts (statements, connections, units per batch) hold at any.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_STATS: dict[str, list[float]] = {}
+_LOCK = threading.Lock()
+
+
+def _add(label: str, seconds: float, n: float = 1) -> None:
+    with _LOCK:
+        entry = _STATS.setdefault(label, [0, 0.0])
+        entry[0] += n
+        entry[1] += seconds
+
+
+def _wrap(owner: Any, name: str, label: str) -> None:
+    original: Callable[..., Any] = getattr(owner, name)
+    if getattr(original, "__probe__", False):
+        return
+
+    if _is_coroutine_function(original):
+
+        @functools.wraps(original)
+        async def timed_async(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                _add(label, time.perf_counter() - start)
+
+        wrapper: Any = timed_async
+    else:
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _add(label, time.perf_counter() - start)
+
+        wrapper = timed
+    wrapper.__probe__ = True
+    setattr(owner, name, wrapper)
+
+
+def _is_coroutine_function(func: Any) -> bool:
+    import inspect  # noqa: PLC0415
+
+    return inspect.iscoroutinefunction(func)
+
+
+def install() -> None:
+    """Wrap the read path's steps (called in each worker after fork)."""
+    from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction  # noqa: PLC0415
+
+    import api.ratelimit  # noqa: PLC0415
+    import audit.log  # noqa: PLC0415
+    import consent.reads  # noqa: PLC0415
+    import consent.repository  # noqa: PLC0415
+    import consent.service  # noqa: PLC0415
+    import consent.tokens  # noqa: PLC0415
+    import vault.crypto  # noqa: PLC0415
+    import vault.repository  # noqa: PLC0415
+    import vault.service  # noqa: PLC0415
+    import vault.storage  # noqa: PLC0415
+
+    steps = [
+        (consent.tokens.TokenService, "verify", "auth: TokenService.verify (all)"),
+        (consent.repository.ReplayRepository, "is_revoked", "auth: revoked-jti query"),
+        (consent.repository.ClientRepository, "get", "auth: client query"),
+        (api.ratelimit.RateLimiter, "hit", "auth: rate-limit bump (own transaction)"),
+        (consent.reads.DataReader, "read", "read: DataReader.read (all)"),
+        (consent.repository.ConsentRepository, "get", "read: consent query"),
+        (vault.service.VaultService, "dek_for_read", "read: DEK lookup + unwrap"),
+        (audit.log.AuditLog, "run", "read: unit queued -> committed"),
+        (consent.service.ConsentService, "lock_for_read", "unit: lock_for_read"),
+        (vault.repository.VaultRepository, "latest", "unit: latest record query"),
+        (consent.service.ConsentService, "count_fetch", "unit: count_fetch"),
+        (audit.log.AuditLog, "append", "unit: audit append"),
+        (vault.service.VaultService, "open_record", "read: decrypt (open_record)"),
+        (SQLiteEngine, "get_connection", "sqlite: new connection (+thread)"),
+        (SQLiteTransaction, "begin", "sqlite: BEGIN (write-lock wait)"),
+        (SQLiteTransaction, "commit", "sqlite: COMMIT (fsync)"),
+        (vault.storage.Database, "_run", "db: statements (fetch/execute)"),
+        (vault.storage.Database, "executemany", "db: executemany"),
+    ]
+    for owner, name, label in steps:
+        _wrap(owner, name, label)
+    original_batch = audit.log.AuditLog._commit_batch
+
+    async def commit_batch(self: Any, batch: list[Any]) -> None:
+        start = time.perf_counter()
+        try:
+            await original_batch(self, batch)
+        finally:
+            _add("batch: group-commit batches", time.perf_counter() - start)
+            _add("batch: units committed", 0.0, len(batch))
+
+    commit_batch.__probe__ = True  # type: ignore[attr-defined]
+    audit.log.AuditLog._commit_batch = commit_batch  # type: ignore[method-assign]
+
+
+def _dump_forever(out_dir: Path) -> None:
+    path = out_dir / f"probe-{os.getpid()}.json"
+    while True:
+        with _LOCK:
+            text = json.dumps(_STATS)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        time.sleep(0.5)
+
+
+def _after_fork() -> None:
+    out_dir = Path(os.environ["VS_OPENBAO_PROBE_DIR"])
+    try:
+        install()
+    except Exception as exc:
+        (out_dir / f"probe-{os.getpid()}.error").write_text(repr(exc))
+        return
+    threading.Thread(target=_dump_forever, args=(out_dir,), daemon=True).start()
+
+
+def arm() -> None:
+    """From sitecustomize: probe every process this one forks (granian's workers)."""
+    if os.environ.get("VS_OPENBAO_PROBE_DIR"):
+        os.register_at_fork(after_in_child=_after_fork)
+
+
+def sitecustomize_text() -> str:
+    here = Path(__file__).resolve().parent
+    return f"import sys\nsys.path.insert(0, {str(here)!r})\nimport vs_openbao_probe\nvs_openbao_probe.arm()\n"
+
+
+def snapshot(out_dir: Path) -> dict[str, list[float]]:
+    """Sum of every worker's counters now."""
+    total: dict[str, list[float]] = {}
+    for path in out_dir.glob("probe-*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for label, (count, seconds) in data.items():
+            entry = total.setdefault(label, [0, 0.0])
+            entry[0] += count
+            entry[1] += seconds
+    return total
+
+
+def diff(before: dict[str, list[float]], after: dict[str, list[float]], requests: int) -> list[str]:
+    """One line per step: calls per request and mean wall time per call."""
+    lines = [f"{'step':<44}{'calls/req':>10}{'mean ms':>10}{'ms/req':>10}"]
+    for label in sorted(after):
+        count = after[label][0] - before.get(label, [0, 0.0])[0]
+        seconds = after[label][1] - before.get(label, [0, 0.0])[1]
+        if not count:
+            continue
+        per_req = count / requests if requests else float("nan")
+        mean = 1000 * seconds / count
+        lines.append(
+            f"{label:<44}{per_req:>10.2f}{mean:>10.3f}{1000 * seconds / max(requests, 1):>10.3f}"
+        )
+    batches = (
+        after.get("batch: group-commit batches", [0, 0.0])[0]
+        - before.get("batch: group-commit batches", [0, 0.0])[0]
+    )
+    units = (
+        after.get("batch: units committed", [0, 0.0])[0]
+        - before.get("batch: units committed", [0, 0.0])[0]
+    )
+    if batches:
+        lines.append(f"units per group-commit batch: {units / batches:.2f}")
+    return lines
