@@ -48,6 +48,13 @@ _CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+class _PooledTransaction:
+    """What the statements of a transaction need: its connection."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+
 class Database:
     """A Piccolo engine plus the transaction discipline of DESIGN section 3."""
 
@@ -174,8 +181,37 @@ class Database:
             async with self.engine.transaction(transaction_type=kind, allow_nested=False):
                 yield
         else:
-            async with self.engine.transaction(allow_nested=False):
+            async with self._postgres_transaction():
                 yield
+
+    @asynccontextmanager
+    async def _postgres_transaction(self) -> AsyncIterator[None]:
+        """A transaction on a pooled asyncpg connection that is always given back.
+
+        Piccolo's PostgresTransaction never releases its pool connection when BEGIN,
+        COMMIT or ROLLBACK fails on a terminated backend, so the pool shrinks until
+        every request waits. asyncpg's own ``pool.acquire()`` releases (or discards) the
+        connection whatever happens. Statements inside find the connection through
+        Piccolo's ``current_transaction`` context variable, as before.
+        """
+        engine = self.engine
+        assert isinstance(engine, PostgresEngine)
+        if engine.current_transaction.get() is not None:
+            raise StorageError("nested transaction")
+        pool = engine.pool
+        if pool is None:
+            raise StorageError("database not started")
+        try:
+            async with pool.acquire() as connection, connection.transaction():
+                token = engine.current_transaction.set(
+                    _PooledTransaction(connection)  # type: ignore[arg-type]
+                )
+                try:
+                    yield
+                finally:
+                    engine.current_transaction.reset(token)
+        except _CONNECTION_FAILURES as exc:
+            raise StorageError(f"database connection lost ({exc.__class__.__name__})") from None
 
     def in_transaction(self) -> bool:
         """True inside :meth:`transaction` on this task."""

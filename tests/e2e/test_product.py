@@ -434,11 +434,17 @@ async def test_rate_limit_on_reads_is_counted_in_the_read_unit(home: Platform) -
     limiter = p.runtime.rate_limiter
     assert limiter is not None
     limiter.per_minute = 2
-    responses = [await p.http.get("/v1/data", headers={"Authorization": f"Bearer {token}"}) for _ in range(3)]
+    responses = [
+        await p.http.get("/v1/data", headers={"Authorization": f"Bearer {token}"}) for _ in range(3)
+    ]
     assert [r.status_code for r in responses] == [200, 200, 429]
     refused = responses[-1]
     assert refused.json()["code"] == "rate_limited"
     assert "retry-after" in refused.headers
     entry = await _entry(p, int(refused.headers["x-audit-seq"]))
-    assert (entry["action"], entry["outcome"], entry["reason_code"]) == ("data.read", "denied", "rate_limited")
+    assert (entry["action"], entry["outcome"], entry["reason_code"]) == (
+        "data.read",
+        "denied",
+        "rate_limited",
+    )
     assert (await p.runtime.consents.repo.get(consent_id)).fetch_count == 2  # type: ignore[union-attr]

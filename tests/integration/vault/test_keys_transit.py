@@ -300,7 +300,8 @@ async def test_stopped_server_is_unavailable_within_the_timeout(
                 # Our asyncio deadline or hvac's own read timeout (the same value) fires
                 # first, depending on scheduling; either way it is the same refusal.
                 with pytest.raises(
-                    KeyProviderUnavailable, match=r"no answer .* within 0.8 s|unreachable \(ReadTimeout\)"
+                    KeyProviderUnavailable,
+                    match=r"no answer .* within 0.8 s|unreachable \(ReadTimeout\)",
                 ):
                     await attempt()
                 elapsed = time.monotonic() - started

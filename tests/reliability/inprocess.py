@@ -1,0 +1,97 @@
+"""The app in-process (httpx over ASGI) on SQLite, for the twins: same workloads, same
+checks as against the real server, but guards can be monkeypatched out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from api.app import create_app
+from api.db import migrate, open_database
+from api.runtime import Runtime
+from api.settings import DatabaseURL
+from tests.helpers.clients import TestClient
+from tests.helpers.lifespan import lifespan
+from tests.helpers.runtime import local_settings, open_runtime
+from tests.reliability.stack import DEFAULT_CLIENTS, TestIdP
+from vault.clock import ManualClock
+from vault.service import Actor
+from vault.storage import Database
+
+ISSUER = "http://reliability.local"
+
+
+@dataclass
+class Local:
+    """A deployment (see :class:`tests.reliability.scenario.Deployment`) in this process."""
+
+    http: httpx.AsyncClient
+    runtime: Runtime
+    database: Database
+    clients: dict[str, TestClient]
+    idp: TestIdP
+    kek_dir: Path
+
+    @property
+    def base_url(self) -> str:
+        return ISSUER
+
+    async def entries(self) -> dict[int, dict[str, object]]:
+        import json  # noqa: PLC0415
+
+        rows = await self.database.fetch("SELECT seq, leaf FROM audit_entries ORDER BY seq")
+        return {int(r["seq"]): json.loads(bytes(r["leaf"])) for r in rows}
+
+
+@asynccontextmanager
+async def local_platform(tmp_path: Path) -> AsyncIterator[Local]:
+    idp = TestIdP()
+    settings = local_settings(
+        tmp_path, ONCEVAULT_ISSUER=ISSUER, **idp.env(tmp_path / "idp-jwks.json")
+    )
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = tmp_path / "oncevault.sqlite"
+    database = open_database(
+        DatabaseURL(dialect="sqlite", url=f"sqlite:///{path}", sqlite_path=path)
+    )
+    await database.start(create=True)
+    try:
+        await migrate(database)
+        seed = await open_runtime(settings, database, ManualClock())
+        await seed.close(database=False)
+        app = create_app(settings, database=database)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            lifespan(app),
+            httpx.AsyncClient(transport=transport, base_url=ISSUER, timeout=30) as http,
+        ):
+            runtime: Runtime = app.state.runtime
+            assert runtime.clients is not None
+            clients: dict[str, TestClient] = {}
+            for client_id, roles in DEFAULT_CLIENTS:
+                client = TestClient(client_id, roles=roles)
+                await runtime.clients.add(
+                    client_id=client_id,
+                    name=client_id.upper(),
+                    kind="agency",
+                    roles=roles,
+                    jwks=client.jwks,
+                    approved=True,
+                    dpop_required=False,
+                    actor=Actor("operator", "test"),
+                )
+                clients[client_id] = client
+            yield Local(
+                http=http,
+                runtime=runtime,
+                database=database,
+                clients=clients,
+                idp=idp,
+                kek_dir=settings.kek_dir,
+            )
+    finally:
+        await database.close()

@@ -1,0 +1,330 @@
+"""Twins: each key guard removed in-process, and the same check reports the violation.
+
+The reliability tests against real servers assert that a check function in
+`tests/reliability/checks.py` returns no violation. Each twin here runs the same
+workload over HTTP against the app in-process (httpx over ASGI, SQLite), once with the
+guard kept (no violation, so the workload is sound in-process too) and once with the
+guard monkeypatched out (the check must report it), so no check passes vacuously.
+
+| guard removed                                    | check                     |
+|--------------------------------------------------|---------------------------|
+| conditional fetch-count UPDATE always succeeds   | once_violations           |
+| the `ok` data.read append is skipped             | read_violations (counts)  |
+| lock_for_read decides on a stale consent snapshot| read_violations (revoked) |
+| the write's record.put entry is not appended     | record_entry_violations   |
+| erasure does not delete rows (ledger written)    | ledger_violations         |
+| an acknowledged version is lost                  | acked_write_violations    |
+| records stored without encryption                | canary_violations         |
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit.log import AuditLog
+from audit.models import EntryDraft, StoredEntry
+from consent.models import Consent, Status
+from consent.repository import ConsentRepository
+from consent.service import ConsentService
+from tests.reliability import hygiene
+from tests.reliability.checks import (
+    Write,
+    acked_write_violations,
+    canary_violations,
+    files_under,
+    ledger_violations,
+    once_violations,
+    read_ledger,
+    read_violations,
+    record_entry_violations,
+)
+from tests.reliability.inprocess import Local, local_platform
+from tests.reliability.scenario import (
+    audit_entries,
+    income,
+    once_storm,
+    put_record,
+    read_storm,
+    revoke_consent,
+    setup_home,
+    token,
+)
+from vault import crypto
+from vault.repository import VaultRepository
+
+GUARD = pytest.mark.parametrize("guard", ["kept", "removed"])
+
+
+@pytest.fixture
+async def local(tmp_path: Path) -> AsyncIterator[Local]:
+    async with local_platform(tmp_path) as platform:
+        yield platform
+
+
+# -- guards, removed --------------------------------------------------------------------
+
+
+async def _unconditional_count_fetch(
+    self: ConsentRepository, consent_id: str, now: int
+) -> tuple[int, Status]:
+    """The fetch count without its condition: every fetch 'succeeds'."""
+    rows = await self.db.fetch(
+        "UPDATE consents SET fetch_count = fetch_count + 1, updated_at = $1"
+        " WHERE consent_id = $2 RETURNING fetch_count",
+        now,
+        consent_id,
+    )
+    return int(rows[0]["fetch_count"]), Status.ACTIVE
+
+
+def remove_conditional_fetch_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ConsentRepository, "count_fetch", _unconditional_count_fetch)
+
+
+def drop_from_units(
+    monkeypatch: pytest.MonkeyPatch,
+    dropped: Callable[[EntryDraft], bool],
+    *,
+    answer_a_seq: bool,
+) -> None:
+    """Units run and commit, but the drafts ``dropped`` selects are never appended.
+
+    With ``answer_a_seq`` a unit that lost its last entry still answers with a seq (the
+    next one, which is some other request's or nobody's), as a careless implementation
+    that reserved a seq would.
+    """
+    run = AuditLog.run
+
+    async def skipping_run(self: AuditLog, work: Any) -> tuple[Any, list[StoredEntry]]:
+        lost: list[EntryDraft] = []
+
+        async def without() -> tuple[Any, list[EntryDraft]]:
+            value, drafts = await work()
+            lost.extend(d for d in drafts if dropped(d))
+            return value, [d for d in drafts if not dropped(d)]
+
+        value, entries = await run(self, without)
+        if lost and answer_a_seq:
+            size = (await self.state()).size
+            entries = [*entries, StoredEntry(seq=size, leaf=b"", leaf_hash=b"", entry={})]
+        return value, entries
+
+    monkeypatch.setattr(AuditLog, "run", skipping_run)
+
+
+def skip_ok_read_appends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read unit answers with a seq, but its `ok` data.read entry is never written."""
+    drop_from_units(
+        monkeypatch, lambda d: d.action == "data.read" and d.outcome == "ok", answer_a_seq=True
+    )
+
+
+def serve_from_a_stale_consent_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lock_for_read decides on the consent as first seen (a cache never invalidated)."""
+    snapshots: dict[str, Consent | None] = {}
+    in_read = contextvars.ContextVar("in_read", default=False)
+    lock_for_read = ConsentService.lock_for_read
+    get = ConsentRepository.get
+
+    async def stale_lock_for_read(self: ConsentService, consent_id: str, **kw: Any) -> Any:
+        marker = in_read.set(True)
+        try:
+            return await lock_for_read(self, consent_id, **kw)
+        finally:
+            in_read.reset(marker)
+
+    async def stale_get(
+        self: ConsentRepository, consent_id: str, *, lock: bool = False
+    ) -> Consent | None:
+        if not in_read.get():
+            return await get(self, consent_id, lock=lock)
+        if consent_id not in snapshots:
+            snapshots[consent_id] = await get(self, consent_id, lock=lock)
+        return snapshots[consent_id]
+
+    monkeypatch.setattr(ConsentService, "lock_for_read", stale_lock_for_read)
+    monkeypatch.setattr(ConsentRepository, "get", stale_get)
+
+
+def skip_write_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write unit stores the version, but its record.put entry is never written."""
+    drop_from_units(monkeypatch, lambda d: d.action == "record.put", answer_a_seq=False)
+
+
+def shred_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def keep_everything(self: VaultRepository, *_: Any) -> int:
+        return 0
+
+    monkeypatch.setattr(VaultRepository, "shred", keep_everything)
+
+
+def store_plaintext(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records sealed with an 'encryption' that is the identity."""
+    monkeypatch.setattr(crypto, "seal", lambda _key, plaintext, _aad: b"\x00" + plaintext)
+    monkeypatch.setattr(crypto, "open_", lambda _key, sealed, _aad: sealed[1:])
+
+
+# -- twins ---------------------------------------------------------------------------------
+
+
+@GUARD
+async def test_twin_once_reads_without_the_conditional_update(
+    local: Local, guard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = await setup_home(local.http, local, citizens=1)
+    if guard == "removed":
+        remove_conditional_fetch_count(monkeypatch)
+    once = await once_storm(local.http, local, home, readers=50)
+    violations = once_violations(once)
+    if guard == "kept":
+        assert violations == []
+    else:
+        assert any("successful reads of a once consent" in v for v in violations), violations
+        assert sum(1 for r in once if r.status == 200) > 1
+
+
+@GUARD
+async def test_twin_reads_without_their_audit_entry(
+    local: Local, guard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = await setup_home(local.http, local, citizens=2)
+    if guard == "removed":
+        skip_ok_read_appends(monkeypatch)
+    reads = await read_storm(local.http, home, clients=4, reads_per_client=5)
+    monkeypatch.undo()
+    entries, _ = await audit_entries(local.http, local)
+    violations = read_violations(reads, entries)
+    if guard == "kept":
+        assert violations == []
+    else:
+        assert any("ok data.read entries for 20 responses 200" in v for v in violations), violations
+
+
+@pytest.mark.parametrize("guard", ["kept", "stale cache", "stale cache and unconditional count"])
+async def test_twin_reads_after_a_revocation(
+    local: Local, guard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = await setup_home(local.http, local, citizens=2)
+    victim = home.nids[0]
+    victim_consent = home.consent_of[victim]
+    if guard != "kept":
+        serve_from_a_stale_consent_cache(monkeypatch)
+    if guard == "stale cache and unconditional count":
+        remove_conditional_fetch_count(monkeypatch)
+    reads = await read_storm(
+        local.http,
+        home,
+        clients=8,
+        reads_per_client=10,
+        revoke=lambda: revoke_consent(local.http, local, victim, victim_consent),
+        revoke_after=40,
+    )
+    monkeypatch.undo()
+    entries, _ = await audit_entries(local.http, local)
+    violations = read_violations(reads, entries)
+    after = [r for r in reads if r.consent_id == victim_consent and r.status != 200]
+    if guard == "kept":
+        assert violations == []
+        assert {r.code for r in after} == {"consent_revoked"}
+    elif guard == "stale cache":
+        # The conditional UPDATE (status = 'active') is a second guard: a stale decision
+        # still serves nothing after the revocation; it only refuses with another code.
+        assert violations == []
+        assert after
+        assert {r.code for r in after} == {"consent_exhausted"}
+    else:
+        assert any("after the revocation" in v for v in violations), violations
+
+
+@GUARD
+async def test_twin_record_without_its_write_entry(
+    local: Local, guard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if guard == "removed":
+        skip_write_entries(monkeypatch)
+    nts = await token(local.http, local, "nts", scope="issuer")
+    for n in range(3):
+        put = await put_record(
+            local.http, nts, "800101-1000001", "income_certificate", income("", n)
+        )
+        assert put.status_code == 201
+    monkeypatch.undo()
+    records = await local.database.fetch(
+        "SELECT record_id, citizen_id, record_type, version FROM records"
+    )
+    violations = record_entry_violations(records, await local.entries())
+    if guard == "kept":
+        assert violations == []
+    else:
+        assert len(violations) == 3, violations
+
+
+@GUARD
+async def test_twin_erasure_that_leaves_rows(
+    local: Local, guard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nid = "800101-1000002"
+    nts = await token(local.http, local, "nts", scope="issuer")
+    assert (
+        await put_record(local.http, nts, nid, "income_certificate", income(""))
+    ).status_code == 201
+    if guard == "removed":
+        shred_nothing(monkeypatch)
+    erased = await local.http.delete("/v1/me", headers=local.idp.headers(nid))
+    assert erased.status_code == 200, erased.text
+    monkeypatch.undo()
+    records = await local.database.fetch("SELECT citizen_id, record_type, created_at FROM records")
+    deks = await local.database.fetch("SELECT citizen_id, record_type, created_at FROM deks")
+    indexed = [
+        r["citizen_id"] for r in await local.database.fetch("SELECT citizen_id FROM citizen_index")
+    ]
+    ledger = read_ledger(local.kek_dir)
+    assert len(ledger) == 1
+    violations = ledger_violations(ledger, records, deks, indexed)
+    if guard == "kept":
+        assert violations == []
+    else:
+        assert any("record row(s) survive" in v for v in violations), violations
+        assert any("DEK row(s) survive" in v for v in violations), violations
+
+
+@GUARD
+async def test_twin_an_acknowledged_write_lost(local: Local, guard: str) -> None:
+    nid = "800101-1000003"
+    nts = await token(local.http, local, "nts", scope="issuer")
+    acked = []
+    for n in range(3):
+        put = await put_record(local.http, nts, nid, "income_certificate", income("", n))
+        assert put.status_code == 201
+        acked.append(Write(nid, "income_certificate", put.json()["version"], income("", n)))
+    if guard == "removed":  # the last version never became durable
+        await local.database.execute("DELETE FROM records WHERE version = 3")
+        await local.database.execute("UPDATE records SET superseded_at = NULL WHERE version = 2")
+    mine = await local.http.get("/v1/me/records/income_certificate", headers=local.idp.headers(nid))
+    body = mine.json()
+    found = {(nid, "income_certificate"): (body["version"], body["data"])}
+    violations = acked_write_violations(acked, found)
+    if guard == "kept":
+        assert violations == []
+    else:
+        assert violations == ["acknowledged income_certificate v3 read back as v2"]
+
+
+@GUARD
+async def test_twin_records_stored_in_plaintext(
+    local: Local, guard: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if guard == "removed":
+        store_plaintext(monkeypatch)
+    await hygiene.before_erasure(local.http, local)
+    violations = canary_violations(hygiene.CANARIES, files_under(tmp_path))
+    if guard == "kept":
+        assert violations == []
+    else:
+        assert any("canary employer in plaintext" in v for v in violations), violations
+        assert any("canary korean address in plaintext" in v for v in violations), violations
