@@ -122,7 +122,9 @@ _HTTP_CODES = {
 def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     code = _HTTP_CODES.get(exc.status_code, "internal_error")
     detail = None if exc.status_code >= 500 else STATUS[code][1]
-    return problem(code, detail)
+    # Keep protocol headers the exception carries (RFC 9110: a 405 names Allow).
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() in ("allow",)}
+    return problem(code, detail, headers=headers)
 
 
 #: Driver exceptions that mean "the database is not answering right now": a

@@ -69,6 +69,28 @@ AUDIENCES: dict[str, tuple[tuple[int, ...], list[dict[str, list[str]]]]] = {
 }
 
 
+class RecordPut(msgspec.Struct):
+    """The stored (or unchanged) version of a record."""
+
+    record_id: str
+    type: str
+    version: int
+
+
+#: Success statuses a route answers besides its default one.
+EXTRA_SUCCESS: dict[tuple[str, str], dict[int, ResponseSpec]] = {
+    ("POST", "/v1/records"): {
+        200: ResponseSpec(RecordPut, description="content unchanged: the latest version")
+    },
+    ("PUT", "/v1/me/records/{record_type:str}"): {
+        201: ResponseSpec(RecordPut, description="a new version was stored")
+    },
+    ("POST", "/v1/consent-requests"): {
+        200: ResponseSpec(dict[str, Any], description="the existing pending request")
+    },
+}
+
+
 def document(handlers: Iterable[Any]) -> None:
     """Attach error responses and security requirements by each handler's first tag."""
     for handler in handlers:
@@ -80,6 +102,10 @@ def document(handlers: Iterable[Any]) -> None:
         responses = dict(handler.responses or {})
         for status in statuses:
             responses.setdefault(status, _problem(status))
+        for method in getattr(handler, "http_methods", ()):
+            for path in getattr(handler, "paths", ()):
+                for status, spec in EXTRA_SUCCESS.get((str(method), path), {}).items():
+                    responses.setdefault(status, spec)
         handler.responses = responses
         if security and not handler.security:
             handler.security = security

@@ -277,11 +277,6 @@ def test_openapi_declares_the_shape_of_success_bodies(live: Live) -> None:
     assert free_form == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OpenAPI gap: statuses the routes answer are not declared (POST /v1/records 200"
-    " unchanged, POST /v1/consent-requests 200 existing, PUT /v1/me/records/{type} 201)",
-)
 def test_openapi_declares_every_success_status(live: Live) -> None:
     paths = _openapi(live)["paths"]
     assert isinstance(paths, dict)
@@ -300,9 +295,8 @@ def test_openapi_declares_every_success_status(live: Live) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="RFC 9110: a 405 must carry Allow (api/errors.py http_exception_handler drops the"
-    " exception's headers), and OPTIONS on a path served by two handlers lists one handler's"
-    " methods only (GET missing on /v1/me, PUT on /v1/me/records/{type})",
+    reason="OPTIONS on a path served by two handlers lists one handler's methods only"
+    " (GET missing on /v1/me, PUT on /v1/me/records/{type}); the 405's Allow is fixed",
 )
 def test_method_refusals_name_the_allowed_methods(live: Live) -> None:
     base = live.stack.base_url
