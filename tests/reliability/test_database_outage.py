@@ -21,12 +21,14 @@ backend is `StorageError` -> 503 too (`Database._run`; before c756406 asyncpg's
 found). asyncpg's pool replaces dead connections on the next acquire: the service
 recovers by itself, without a restart.
 
-But a transaction whose BEGIN, COMMIT or ROLLBACK fails on a terminated backend never
-gives its connection back to the pool (Piccolo's `PostgresTransaction` releases it only
-after a successful commit or rollback): every such event shrinks the pool of 10 for
-good, the worker's orderly shutdown hangs until granian kills it (`refused to
-gracefully stop`, 10 s), and after enough terminations every request waits forever
-for a connection. `test_terminated_backends_leak_no_pooled_connection` pins it.
+A transaction whose BEGIN, COMMIT or ROLLBACK failed on a terminated backend used to
+keep its pool connection for good (Piccolo's `PostgresTransaction` released it only
+after a successful commit or rollback): the pool of 10 shrank with every such event,
+a worker's orderly shutdown hung until granian killed it (`refused to gracefully
+stop`, 10 s), and after ~25 terminations every request waited forever for a
+connection. `test_terminated_backends_leak_no_pooled_connection` and the orderly stop
+below pin it (fixed by `Database._postgres_transaction` on asyncpg's own
+`pool.acquire()`).
 """
 
 from __future__ import annotations
@@ -172,9 +174,7 @@ async def _under_load(stack: Stack, outage: Outage) -> None:
             (await http.post("/oauth/token", data=stack.token_form("bai"))).status_code
         )
     assert stack.server is not None
-    # kill -9, not an orderly stop: a worker whose pool leaked a connection would hold
-    # the stop for granian's 10 s kill timeout (pinned by the leak test below).
-    stack.server.kill()
+    stack.server.stop()  # orderly: a worker whose pool leaked a connection would hang here
     outage.log = stack.server.log()
     outage.entries = await stack.entries()
     outage.tree_size = await stack.tree_size()
@@ -216,9 +216,12 @@ def test_invariants_hold_afterwards(outage: Outage) -> None:
     assert outage.verified[0] == 0, outage.verified[1]
 
 
-def test_recovers_without_a_restart(outage: Outage) -> None:
+def test_recovers_without_a_restart_and_stops_in_order(outage: Outage) -> None:
     assert set(outage.recovered) <= {200, 201}, outage.recovered
     assert outage.log.count("Spawning worker-") == 2  # no worker died and was respawned
+    # Every worker stopped by itself: none held a leaked pool connection.
+    assert "refused to gracefully stop" not in outage.log
+    assert outage.log.count('"event": "app.stopped"') == 2
 
 
 # -- the connection pool after terminated backends ----------------------------------------
