@@ -62,7 +62,6 @@ async def _init(settings: Settings) -> tuple[list[str], list[str]]:
         await prepare_provider(settings, runtime.keys, runtime.ledger, create=True)
         await _record_instance(runtime.database)
         made = await Keyring.create_missing(
-            database=runtime.database,
             repo=runtime.repo,
             keys=runtime.keys,
             audit=runtime.audit,
@@ -217,7 +216,6 @@ async def _rotate(settings: Settings, *, kek: bool, signing: bool) -> list[str]:
                 lines.append(f"retired    kek v{', v'.join(str(v) for v in retired)}")
         if signing:
             kids = await Keyring.rotate_signing(
-                database=runtime.database,
                 repo=runtime.repo,
                 keys=runtime.keys,
                 audit=runtime.audit,

@@ -148,7 +148,6 @@ async def open_vault(
         )
         await prepare_provider(settings, runtime.keys, runtime.ledger, create=True)
         await Keyring.create_missing(
-            database=database,
             repo=runtime.repo,
             keys=runtime.keys,
             audit=runtime.audit,

@@ -21,7 +21,6 @@ from vault.clock import Clock
 from vault.errors import KeyProviderMisconfigured
 from vault.keys import KeyProvider, UnwrapRequest, WrapRequest
 from vault.repository import VaultRepository
-from vault.storage import Database
 
 Use = Literal["at", "rc", "cp"]
 USES: tuple[Use, ...] = ("at", "rc", "cp")
@@ -120,7 +119,6 @@ class Keyring:
     @staticmethod
     async def create_missing(
         *,
-        database: Database,
         repo: VaultRepository,
         keys: KeyProvider,
         audit: AuditLog,
@@ -171,7 +169,6 @@ class Keyring:
     @staticmethod
     async def rotate_signing(
         *,
-        database: Database,
         repo: VaultRepository,
         keys: KeyProvider,
         audit: AuditLog,

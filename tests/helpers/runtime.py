@@ -24,7 +24,6 @@ async def open_runtime(settings: Settings, database: Database, clock: ManualCloc
         settings, database=database, clock=clock, create=True, load_keys=False
     )
     await Keyring.create_missing(
-        database=database,
         repo=runtime.repo,
         keys=runtime.keys,
         audit=runtime.audit,
