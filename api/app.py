@@ -18,7 +18,8 @@ from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
 from api.idp import DevIdP
 from api.middleware import RequestIdMiddleware
-from api.openapi import document, openapi_config
+from api.openapi import StructSchemas, document, openapi_config, success
+from api.responses import ServiceStatus
 from api.routes import auditors, citizens, consumers, issuers, oauth
 from api.routes.dev_idp import dev_idp_router
 from api.runtime import Runtime
@@ -31,12 +32,16 @@ log = structlog.get_logger(__name__)
 
 
 @get("/healthz", include_in_schema=True, tags=["operations"], sync_to_thread=False)
-def healthz() -> dict[str, str]:
+def healthz() -> ServiceStatus:
     """200 while the process serves."""
-    return {"status": "ok"}
+    return ServiceStatus(status="ok")
 
 
-@get("/readyz", tags=["operations"])
+@get(
+    "/readyz",
+    tags=["operations"],
+    responses={200: success(ServiceStatus, "ready")},
+)
 async def readyz(state: State) -> Response[Any]:
     """200 only when the database and the key provider answer; else 503."""
     runtime: Runtime = state.runtime
@@ -48,7 +53,7 @@ async def readyz(state: State) -> Response[Any]:
         await runtime.keys.check()
     except (KeyProviderUnavailable, KeyProviderMisconfigured):
         return problem("kms_unavailable", "key provider unavailable")
-    return Response({"status": "ready"})
+    return Response(ServiceStatus(status="ready"))
 
 
 async def _housekeeping(runtime: Runtime, *, interval: float = 3600.0) -> None:
@@ -115,6 +120,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
     return Litestar(
         route_handlers=handlers,
         openapi_config=openapi_config(),
+        plugins=[StructSchemas()],
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware, strict_json_bodies()],  # request id outermost
         exception_handlers={

@@ -1,16 +1,32 @@
 """OpenAPI 3.1 at /schema/openapi.json: security schemes and the error responses of
-every route (RFC 9457 problem+json), declared in one place."""
+every route (RFC 9457 problem+json), declared in one place; success bodies are the
+Structs of ``api/responses.py``, request bodies those of ``api/schemas.py``.
+
+Struct schemas say what the runtime does (:class:`StructSchemas`): a Struct that
+refuses unknown fields is ``additionalProperties: false``, and a field may document
+bounds that a later layer enforces with ``Meta(extra_json_schema=...)`` (msgspec
+itself only documents them).
+"""
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+# Litestar 2.25 exports no public base for its Struct schemas: a Litestar upgrade that
+# moves this fails at import, loudly.
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, Schema, SecurityScheme
 
 from api.errors import PROBLEM_JSON, STATUS
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.typing import FieldDefinition
 
 
 class Problem(msgspec.Struct):
@@ -21,13 +37,6 @@ class Problem(msgspec.Struct):
     status: int
     detail: str
     code: str
-
-
-class OAuthError(msgspec.Struct):
-    """RFC 6749 §5.2 error body of the token endpoint."""
-
-    error: str
-    error_description: str | None = None
 
 
 def _codes(status: int) -> str:
@@ -65,30 +74,47 @@ AUDIENCES: dict[str, tuple[tuple[int, ...], list[dict[str, list[str]]]]] = {
     "auditor": ((*COMMON,), [{"clientToken": []}, {"dpopToken": []}]),
     "citizen": ((*COMMON, *BODY, 404, 409), [{"citizenToken": []}]),
     "public": ((429, 503), []),
+    "oauth": ((413, 429, 503), []),  # beside the RFC 6749 bodies the routes declare
     "operations": ((503,), []),
 }
 
 
-class RecordPut(msgspec.Struct):
-    """The stored (or unchanged) version of a record."""
-
-    record_id: str
-    type: str
-    version: int
+def success(body: type[msgspec.Struct | None], description: str) -> ResponseSpec:
+    """A success response declared by its body's Struct (``NoneType``: a JSON ``null``)."""
+    return ResponseSpec(body, description=description, generate_examples=False)
 
 
-#: Success statuses a route answers besides its default one.
-EXTRA_SUCCESS: dict[tuple[str, str], dict[int, ResponseSpec]] = {
-    ("POST", "/v1/records"): {
-        200: ResponseSpec(RecordPut, description="content unchanged: the latest version")
-    },
-    ("PUT", "/v1/me/records/{record_type:str}"): {
-        201: ResponseSpec(RecordPut, description="a new version was stored")
-    },
-    ("POST", "/v1/consent-requests"): {
-        200: ResponseSpec(dict[str, Any], description="the existing pending request")
-    },
-}
+class StructSchemas(StructSchemaPlugin):
+    """Litestar's Struct schemas, plus ``additionalProperties: false`` for a Struct that
+    forbids unknown fields, plus the JSON Schema keywords a field documents with
+    ``Annotated[..., msgspec.Meta(extra_json_schema={...})]``."""
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        struct = field_definition.type_
+        if struct.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        hints = typing.get_type_hints(struct, include_extras=True)
+        aliases = Schema.field_aliases()
+        for field in msgspec.structs.fields(struct):
+            documented = _documented(hints[field.name])
+            target = (schema.properties or {}).get(field.encode_name)
+            if documented and isinstance(target, Schema):
+                for keyword, value in documented.items():
+                    setattr(target, aliases.get(keyword, keyword), value)
+        return schema
+
+
+def _documented(annotation: Any) -> dict[str, Any]:
+    """The ``extra_json_schema`` of the ``msgspec.Meta`` in an ``Annotated`` hint."""
+    found: dict[str, Any] = {}
+    if typing.get_origin(annotation) is typing.Annotated:
+        for meta in annotation.__metadata__:
+            if isinstance(meta, msgspec.Meta) and meta.extra_json_schema:
+                found.update(meta.extra_json_schema)
+    return found
 
 
 def document(handlers: Iterable[Any]) -> None:
@@ -102,10 +128,6 @@ def document(handlers: Iterable[Any]) -> None:
         responses = dict(handler.responses or {})
         for status in statuses:
             responses.setdefault(status, _problem(status))
-        for method in getattr(handler, "http_methods", ()):
-            for path in getattr(handler, "paths", ()):
-                for status, spec in EXTRA_SUCCESS.get((str(method), path), {}).items():
-                    responses.setdefault(status, spec)
         handler.responses = responses
         if security and not handler.security:
             handler.security = security

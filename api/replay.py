@@ -18,7 +18,7 @@ HEADER = "idempotency-key"
 async def idempotent(
     request: Request[Any, Any, Any],
     owner: str,
-    produce: Callable[[], Awaitable[tuple[dict[str, Any], int]]],
+    produce: Callable[[], Awaitable[tuple[msgspec.Struct, int]]],
 ) -> Response[Any]:
     """Run ``produce`` once per (owner, key); replay its stored response after that."""
     runtime = runtime_of(request)

@@ -9,6 +9,8 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import Parameter
 
 from api.auth import CitizenContext, citizen_context, request_id, require, runtime_of
+from api.openapi import success
+from api.responses import Checkpoint, ConsistencyProof, InclusionProof, ServedEntryPage
 from audit.models import EntryDraft, StoredEntry
 from consent.tokens import AccessPrincipal
 from vault.errors import OncevaultError
@@ -22,6 +24,7 @@ FILTER = Annotated[
     str | None, Parameter(required=False, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 SIZE = Annotated[int, Parameter(ge=-MAX_SEQ, le=MAX_SEQ)]
+ENTRIES = {200: success(ServedEntryPage, "a page of entries as stored")}
 
 
 class BadProofRequest(OncevaultError):
@@ -38,7 +41,7 @@ async def _tree_size(request: Request[Any, Any, Any]) -> int:
     return (await runtime_of(request).audit.state()).size
 
 
-@get("/v1/audit/entries", dependencies=AUDITOR, tags=["auditor"])
+@get("/v1/audit/entries", dependencies=AUDITOR, tags=["auditor"], responses=ENTRIES)
 async def entries(
     request: Request[Any, Any, Any],
     principal: NamedDependency[AccessPrincipal],
@@ -79,18 +82,18 @@ def _check_size(size: int, current: int, what: str) -> None:
         raise BadProofRequest(f"{what}: must be between 1 and the tree size ({current})")
 
 
-async def _inclusion(request: Request[Any, Any, Any], seq: int, tree_size: int) -> dict[str, Any]:
+async def _inclusion(request: Request[Any, Any, Any], seq: int, tree_size: int) -> InclusionProof:
     runtime = runtime_of(request)
     _check_size(tree_size, await _tree_size(request), "tree_size")
     if not 0 <= seq < tree_size:
         raise BadProofRequest("seq: must be below tree_size")
     proof = await runtime.audit.inclusion_proof(seq, tree_size)
-    return {
-        "leaf_index": seq,
-        "tree_size": tree_size,
-        "root_hash": (await runtime.audit.root_at(tree_size)).hex(),
-        "inclusion_path": [node.hex() for node in proof],
-    }
+    return InclusionProof(
+        leaf_index=seq,
+        tree_size=tree_size,
+        root_hash=(await runtime.audit.root_at(tree_size)).hex(),
+        inclusion_path=[node.hex() for node in proof],
+    )
 
 
 @get("/v1/audit/proofs/inclusion", dependencies=AUDITOR, tags=["auditor"])
@@ -99,7 +102,7 @@ async def inclusion(
     principal: NamedDependency[AccessPrincipal],
     seq: SIZE,
     tree_size: SIZE,
-) -> dict[str, Any]:
+) -> InclusionProof:
     """RFC 9162 §2.1.3 inclusion proof of entry ``seq`` in the tree of ``tree_size``."""
     return await _inclusion(request, seq, tree_size)
 
@@ -110,7 +113,7 @@ async def consistency(
     principal: NamedDependency[AccessPrincipal],
     first: SIZE,
     second: SIZE,
-) -> dict[str, Any]:
+) -> ConsistencyProof:
     """RFC 9162 §2.1.4 consistency proof between two tree sizes."""
     runtime = runtime_of(request)
     current = await _tree_size(request)
@@ -119,16 +122,20 @@ async def consistency(
     if first > second:
         raise BadProofRequest("first: must not exceed second")
     proof = await runtime.audit.consistency_proof(first, second)
-    return {
-        "first": first,
-        "second": second,
-        "first_root": (await runtime.audit.root_at(first)).hex(),
-        "second_root": (await runtime.audit.root_at(second)).hex(),
-        "consistency_path": [node.hex() for node in proof],
-    }
+    return ConsistencyProof(
+        first=first,
+        second=second,
+        first_root=(await runtime.audit.root_at(first)).hex(),
+        second_root=(await runtime.audit.root_at(second)).hex(),
+        consistency_path=[node.hex() for node in proof],
+    )
 
 
-@get("/v1/audit/checkpoint", tags=["public"])
+@get(
+    "/v1/audit/checkpoint",
+    tags=["public"],
+    responses={200: success(Checkpoint, "the latest signed checkpoint")},
+)
 async def checkpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The latest signed checkpoint (lags the log by about a second)."""
     runtime = runtime_of(request)
@@ -140,7 +147,7 @@ async def checkpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return latest.as_json()
 
 
-@get("/v1/me/access-log", dependencies=CITIZEN, tags=["citizen"])
+@get("/v1/me/access-log", dependencies=CITIZEN, tags=["citizen"], responses=ENTRIES)
 async def access_log(
     request: Request[Any, Any, Any],
     me: NamedDependency[CitizenContext],
@@ -165,7 +172,7 @@ async def my_proof(
     seq: Annotated[int, Parameter(ge=0, le=MAX_SEQ)],
     me: NamedDependency[CitizenContext],
     tree_size: SIZE,
-) -> dict[str, Any]:
+) -> InclusionProof:
     """Inclusion proof for one of my entries (another citizen's is 404)."""
     runtime = runtime_of(request)
     stored = await runtime.audit.repo.entry(seq)

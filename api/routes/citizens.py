@@ -9,10 +9,24 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
 from api.auth import CitizenContext, citizen_context, request_id, runtime_of
+from api.openapi import success
+from api.responses import (
+    CitizenConsent,
+    ConsentList,
+    Erasure,
+    Kept,
+    Me,
+    Receipt,
+    RecordList,
+    RecordPut,
+    RecordSummary,
+    RecordWithData,
+    SuggestionBody,
+    SuggestionList,
+)
 from api.schemas import SelfAssertedIn
-from api.views import consent_json
+from api.views import citizen_consent, iso_at
 from consent.models import Consent
-from consent.service import iso
 from vault.models import RecordMeta
 from vault.service import Actor
 
@@ -33,19 +47,19 @@ def _actor(request: Request[Any, Any, Any], me: CitizenContext) -> Actor:
     return Actor("citizen", me.citizen_id, request_id(request))
 
 
-def _record(meta: RecordMeta) -> dict[str, Any]:
-    return {
-        "type": meta.record_type,
-        "version": meta.version,
-        "source": meta.source,
-        "attested": meta.attested,
-        "updated_at": iso(meta.created_at),
-    }
+def _record(meta: RecordMeta) -> RecordSummary:
+    return RecordSummary(
+        type=meta.record_type,
+        version=meta.version,
+        source=meta.source,
+        attested=meta.attested,
+        updated_at=iso_at(meta.created_at),
+    )
 
 
 async def _consents_view(
     request: Request[Any, Any, Any], consents: list[Consent]
-) -> list[dict[str, Any]]:
+) -> list[CitizenConsent]:
     runtime = runtime_of(request)
     assert runtime.clients is not None
     names = await runtime.clients.repo.names(sorted({c.client_id for c in consents}))
@@ -54,7 +68,7 @@ async def _consents_view(
     for consent in consents:
         purpose = catalogue.purposes.get(consent.purpose)
         out.append(
-            consent_json(
+            citizen_consent(
                 consent,
                 client_name=names.get(consent.client_id, consent.client_id),
                 purpose_title=purpose.title if purpose else consent.purpose,
@@ -64,36 +78,34 @@ async def _consents_view(
 
 
 @get("/v1/me", dependencies=CITIZEN, tags=["citizen"])
-async def me_summary(
-    request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]
-) -> dict[str, Any]:
+async def me_summary(request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]) -> Me:
     """My citizen id, records (without data) and consents."""
     runtime = runtime_of(request)
     assert runtime.vault is not None
     assert runtime.consents is not None
     records = await runtime.vault.list_records(me.citizen_id)
     consents = await runtime.consents.list_for_citizen(me.citizen_id)
-    return {
-        "citizen_id": me.citizen_id,
-        "records": [_record(r) for r in records],
-        "consents": await _consents_view(request, consents),
-    }
+    return Me(
+        citizen_id=me.citizen_id,
+        records=[_record(r) for r in records],
+        consents=await _consents_view(request, consents),
+    )
 
 
 @get("/v1/me/records", dependencies=CITIZEN, tags=["citizen"])
 async def my_records(
     request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]
-) -> dict[str, Any]:
+) -> RecordList:
     """My records, latest versions, without data."""
     runtime = runtime_of(request)
     assert runtime.vault is not None
-    return {"records": [_record(r) for r in await runtime.vault.list_records(me.citizen_id)]}
+    return RecordList(records=[_record(r) for r in await runtime.vault.list_records(me.citizen_id)])
 
 
 @get("/v1/me/records/{record_type:str}", dependencies=CITIZEN, tags=["citizen"])
 async def my_record(
     request: Request[Any, Any, Any], record_type: TYPE, me: NamedDependency[CitizenContext]
-) -> Response[dict[str, Any]]:
+) -> Response[RecordWithData]:
     """The latest version with data; the read itself is audited."""
     runtime = runtime_of(request)
     assert runtime.vault is not None
@@ -103,41 +115,57 @@ async def my_record(
     content, seq = await runtime.vault.read(
         citizen_id=me.citizen_id, record_type=record_type, actor=_actor(request, me), fields=fields
     )
-    body = {**_record(content.meta), "data": content.data}
+    meta = content.meta
+    body = RecordWithData(
+        type=meta.record_type,
+        version=meta.version,
+        source=meta.source,
+        attested=meta.attested,
+        updated_at=iso_at(meta.created_at),
+        data=content.data,
+    )
     return Response(body, headers={"X-Audit-Seq": str(seq)})
 
 
-@put("/v1/me/records/{record_type:str}", dependencies=CITIZEN, tags=["citizen"])
+@put(
+    "/v1/me/records/{record_type:str}",
+    dependencies=CITIZEN,
+    tags=["citizen"],
+    responses={
+        201: success(RecordPut, "a new version was stored"),
+        200: success(RecordPut, "content unchanged: the latest version"),
+    },
+)
 async def put_my_record(
     request: Request[Any, Any, Any],
     record_type: TYPE,
     data: JSONBody[SelfAssertedIn],
     me: NamedDependency[CitizenContext],
-) -> Response[dict[str, Any]]:
+) -> Response[RecordPut]:
     """Write a self-asserted record (address, bank account, ...): 201 new version, 200 unchanged."""
     runtime = runtime_of(request)
     assert runtime.intake is not None
     result = await runtime.intake.self_assert(
         citizen_id=me.citizen_id, record_type=record_type, data=data.data, actor=_actor(request, me)
     )
-    body = {"record_id": result.record_id, "type": result.record_type, "version": result.version}
+    body = RecordPut(record_id=result.record_id, type=result.record_type, version=result.version)
     return Response(body, status_code=201 if result.created else 200)
 
 
 @get("/v1/me/consents", dependencies=CITIZEN, tags=["citizen"])
 async def my_consents(
     request: Request[Any, Any, Any], me: NamedDependency[CitizenContext], status: STATUS = None
-) -> dict[str, Any]:
+) -> ConsentList:
     """My consents (with client name and purpose title), optionally by status."""
     runtime = runtime_of(request)
     assert runtime.consents is not None
     consents = await runtime.consents.list_for_citizen(me.citizen_id, status=status)
-    return {"consents": await _consents_view(request, consents)}
+    return ConsentList(consents=await _consents_view(request, consents))
 
 
 async def _transition(
     request: Request[Any, Any, Any], me: CitizenContext, consent_id: str, action: str
-) -> dict[str, Any]:
+) -> CitizenConsent:
     runtime = runtime_of(request)
     assert runtime.consents is not None
     if action == "approve":
@@ -159,7 +187,7 @@ async def _transition(
 )
 async def approve(
     request: Request[Any, Any, Any], consent_id: ID, me: NamedDependency[CitizenContext]
-) -> dict[str, Any]:
+) -> CitizenConsent:
     """Approve a pending request (needs a sign-in within the last 10 minutes)."""
     return await _transition(request, me, consent_id, "approve")
 
@@ -172,7 +200,7 @@ async def approve(
 )
 async def reject(
     request: Request[Any, Any, Any], consent_id: ID, me: NamedDependency[CitizenContext]
-) -> dict[str, Any]:
+) -> CitizenConsent:
     """Reject a pending request."""
     return await _transition(request, me, consent_id, "reject")
 
@@ -185,7 +213,7 @@ async def reject(
 )
 async def revoke(
     request: Request[Any, Any, Any], consent_id: ID, me: NamedDependency[CitizenContext]
-) -> dict[str, Any]:
+) -> CitizenConsent:
     """Revoke an active consent: effective for the next read."""
     return await _transition(request, me, consent_id, "revoke")
 
@@ -196,18 +224,16 @@ async def receipt(
     consent_id: ID,
     me: NamedDependency[CitizenContext],
     version: VERSION = None,
-) -> dict[str, Any]:
+) -> Receipt:
     """The latest signed consent receipt, or ``?version=n``."""
     runtime = runtime_of(request)
     assert runtime.consents is not None
     found = await runtime.consents.receipt(consent_id, citizen_id=me.citizen_id, version=version)
-    return {"receipt": found.jws, "version": found.version}
+    return Receipt(receipt=found.jws, version=found.version)
 
 
 @delete("/v1/me", dependencies=CITIZEN, tags=["citizen"], status_code=200)
-async def erase_me(
-    request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]
-) -> dict[str, Any]:
+async def erase_me(request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]) -> Erasure:
     """Erase me: revoke every pending and active consent, shred every erasable type,
     keep what a statute holds (type, until, reason), answer with a signed receipt.
     Needs a sign-in within the last 10 minutes."""
@@ -217,33 +243,33 @@ async def erase_me(
     outcome = await runtime.erasure.erase_citizen(
         citizen_id=me.citizen_id, actor=_actor(request, me)
     )
-    return {
-        "erased": list(outcome.erased),
-        "kept": [{"type": k.type, "until": iso(k.until), "reason": k.reason} for k in outcome.kept],
-        "receipt": outcome.receipt,
-    }
+    return Erasure(
+        erased=list(outcome.erased),
+        kept=[Kept(type=k.type, until=iso_at(k.until), reason=k.reason) for k in outcome.kept],
+        receipt=outcome.receipt,
+    )
 
 
-def _suggestion(s: Any, names: dict[str, str], titles: dict[str, str]) -> dict[str, Any]:
-    return {
-        "suggestion_id": s.suggestion_id,
-        "rule": s.rule,
-        "client_id": s.client_id,
-        "client_name": names.get(s.client_id, s.client_id),
-        "purpose": s.purpose,
-        "purpose_title": titles.get(s.purpose, s.purpose),
-        "access": s.access,
-        "valid_days": s.valid_days,
-        "status": s.status,
-        "created_at": iso(s.created_at),
-        "consent_id": s.consent_id,
-    }
+def _suggestion(s: Any, names: dict[str, str], titles: dict[str, str]) -> SuggestionBody:
+    return SuggestionBody(
+        suggestion_id=s.suggestion_id,
+        rule=s.rule,
+        client_id=s.client_id,
+        client_name=names.get(s.client_id, s.client_id),
+        purpose=s.purpose,
+        purpose_title=titles.get(s.purpose, s.purpose),
+        access=s.access,
+        valid_days=s.valid_days,
+        status=s.status,
+        created_at=iso_at(s.created_at),
+        consent_id=s.consent_id,
+    )
 
 
 @get("/v1/me/suggestions", dependencies=CITIZEN, tags=["citizen"])
 async def my_suggestions(
     request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]
-) -> dict[str, Any]:
+) -> SuggestionList:
     """Proactive service suggestions from life events."""
     runtime = runtime_of(request)
     assert runtime.consents is not None
@@ -251,7 +277,7 @@ async def my_suggestions(
     found = await runtime.consents.list_suggestions(me.citizen_id)
     names = await runtime.clients.repo.names(sorted({s.client_id for s in found}))
     titles = {name: p.title for name, p in runtime.current_catalogue().purposes.items()}
-    return {"suggestions": [_suggestion(s, names, titles) for s in found]}
+    return SuggestionList(suggestions=[_suggestion(s, names, titles) for s in found])
 
 
 @post(
@@ -262,7 +288,7 @@ async def my_suggestions(
 )
 async def accept_suggestion(
     request: Request[Any, Any, Any], suggestion_id: ID, me: NamedDependency[CitizenContext]
-) -> dict[str, Any]:
+) -> CitizenConsent:
     """One click: an active consent for the suggested service (fresh sign-in needed)."""
     runtime = runtime_of(request)
     assert runtime.consents is not None

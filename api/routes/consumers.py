@@ -9,9 +9,11 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
 from api.auth import rate_gate, request_id, require, runtime_of
+from api.openapi import success
 from api.replay import idempotent
+from api.responses import ConsentBody, DataRead, DataReadOne, Event, EventPage
 from api.schemas import ConsentRequestIn
-from api.views import consent_json
+from api.views import consent_body, iso_at
 from consent.errors import ScopeNotConsented
 from consent.reads import ReadResult
 from consent.service import iso
@@ -26,7 +28,16 @@ ID = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 TYPE = Annotated[str, Parameter(max_length=64, pattern=r"^[a-z0-9_]+$")]
 
 
-@post("/v1/consent-requests", dependencies=CONSUMER, tags=["consumer"], status_code=201)
+@post(
+    "/v1/consent-requests",
+    dependencies=CONSUMER,
+    tags=["consumer"],
+    status_code=201,
+    responses={
+        201: success(ConsentBody, "a new request (active for a statute purpose)"),
+        200: success(ConsentBody, "the existing pending request"),
+    },
+)
 async def request_consent(
     request: Request[Any, Any, Any],
     data: JSONBody[ConsentRequestIn],
@@ -41,7 +52,7 @@ async def request_consent(
     vault = runtime.vault
     client_id = principal.client.client_id
 
-    async def produce() -> tuple[dict[str, Any], int]:
+    async def produce() -> tuple[ConsentBody, int]:
         subject = Subject.parse(data.subject.as_mapping())
         citizen_id = await vault.resolve(subject)  # lazily created: no enumeration
         consent, created = await consents.request(
@@ -55,7 +66,7 @@ async def request_consent(
             case_reference=data.case_reference,
             actor=Actor("client", client_id, request_id(request)),
         )
-        return consent_json(consent), 201 if created else 200
+        return consent_body(consent), 201 if created else 200
 
     return await idempotent(request, client_id, produce)
 
@@ -63,7 +74,7 @@ async def request_consent(
 @get("/v1/consents/{consent_id:str}", dependencies=CONSUMER, tags=["consumer"])
 async def get_consent(
     request: Request[Any, Any, Any], consent_id: ID, principal: NamedDependency[AccessPrincipal]
-) -> dict[str, Any]:
+) -> ConsentBody:
     """One of the calling client's own consents; another client's is 404."""
     runtime = runtime_of(request)
     assert runtime.consents is not None
@@ -71,7 +82,7 @@ async def get_consent(
     consent = await runtime.consents.get_for_client(
         consent_id, client_id=principal.client.client_id, actor=actor
     )
-    return consent_json(consent)
+    return consent_body(consent)
 
 
 def _bound_consent(principal: AccessPrincipal) -> str:
@@ -105,7 +116,12 @@ async def _read(
     )
 
 
-@get("/v1/data", dependencies=READER, tags=["consumer"])
+@get(
+    "/v1/data",
+    dependencies=READER,
+    tags=["consumer"],
+    responses={200: success(DataRead, "the released items")},
+)
 async def read_all(
     request: Request[Any, Any, Any], principal: NamedDependency[AccessPrincipal]
 ) -> Response[dict[str, Any]]:
@@ -115,7 +131,12 @@ async def read_all(
     return Response(body, headers={"X-Audit-Seq": str(result.audit_seq)})
 
 
-@get("/v1/data/{record_type:str}", dependencies=READER, tags=["consumer"])
+@get(
+    "/v1/data/{record_type:str}",
+    dependencies=READER,
+    tags=["consumer"],
+    responses={200: success(DataReadOne, "the released item")},
+)
 async def read_one(
     request: Request[Any, Any, Any],
     record_type: TYPE,
@@ -137,26 +158,26 @@ async def events(
     principal: NamedDependency[AccessPrincipal],
     after: AFTER = 0,
     limit: LIMIT = 100,
-) -> dict[str, Any]:
+) -> EventPage:
     """consent.* events for my consents and record.updated for types my standing
     consents cover, oldest first, ``seq > after``; ``next`` is the cursor."""
     runtime = runtime_of(request)
     assert runtime.consents is not None
     found = await runtime.consents.events_for(principal.client.client_id, after=after, limit=limit)
-    return {
-        "events": [
-            {
-                "seq": e.seq,
-                "type": e.type,
-                "consent_id": e.consent_id,
-                "record_type": e.record_type,
-                "version": e.version,
-                "at": iso(e.at),
-            }
+    return EventPage(
+        events=[
+            Event(
+                seq=e.seq,
+                type=e.type,
+                consent_id=e.consent_id,
+                record_type=e.record_type,
+                version=e.version,
+                at=iso_at(e.at),
+            )
             for e in found
         ],
-        "next": found[-1].seq if found else after,
-    }
+        next=found[-1].seq if found else after,
+    )
 
 
 ROUTES = [request_consent, get_consent, read_all, read_one, events]

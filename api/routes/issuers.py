@@ -10,7 +10,9 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 
 from api.auth import request_id, require, runtime_of
+from api.openapi import success
 from api.replay import idempotent
+from api.responses import BatchResult, BatchResults, RecordPut
 from api.schemas import BatchIn, RecordIn
 from consent.tokens import AccessPrincipal
 from vault.errors import OncevaultError
@@ -21,11 +23,20 @@ MAX_BATCH = 1000
 BATCH_CONCURRENCY = 64
 
 
-def _put_body(result: Any) -> dict[str, Any]:
-    return {"record_id": result.record_id, "type": result.record_type, "version": result.version}
+def _put_body(result: Any) -> RecordPut:
+    return RecordPut(record_id=result.record_id, type=result.record_type, version=result.version)
 
 
-@post("/v1/records", dependencies=ISSUER, tags=["issuer"], status_code=201)
+@post(
+    "/v1/records",
+    dependencies=ISSUER,
+    tags=["issuer"],
+    status_code=201,
+    responses={
+        201: success(RecordPut, "a new version was stored"),
+        200: success(RecordPut, "content unchanged: the latest version"),
+    },
+)
 async def put_record(
     request: Request[Any, Any, Any],
     data: JSONBody[RecordIn],
@@ -37,7 +48,7 @@ async def put_record(
     intake = runtime.intake
     client_id = principal.client.client_id
 
-    async def produce() -> tuple[dict[str, Any], int]:
+    async def produce() -> tuple[RecordPut, int]:
         result = await intake.issue(
             client_id=client_id,
             subject=data.subject.as_mapping(),
@@ -57,6 +68,7 @@ async def put_record(
     tags=["issuer"],
     status_code=200,
     request_max_body_size=16 << 20,
+    responses={200: success(BatchResults, "one result per record, in order")},
 )
 async def put_records(
     request: Request[Any, Any, Any],
@@ -73,7 +85,7 @@ async def put_records(
     actor = Actor("client", client_id, request_id(request))
     gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
-    async def one(index: int, record: RecordIn) -> dict[str, Any]:
+    async def one(index: int, record: RecordIn) -> BatchResult:
         async with gate:
             try:
                 result = await intake.issue(
@@ -88,12 +100,18 @@ async def put_records(
                 if exc.code in ("kms_unavailable", "unavailable"):
                     raise
                 status = {"type_not_issuable": 403, "validation_error": 422}.get(exc.code, 422)
-                return {"index": index, "status": status, "code": exc.code}
-            return {"index": index, "status": 201 if result.created else 200, **_put_body(result)}
+                return BatchResult(index=index, status=status, code=exc.code)
+            return BatchResult(
+                index=index,
+                status=201 if result.created else 200,
+                record_id=result.record_id,
+                type=result.record_type,
+                version=result.version,
+            )
 
-    async def produce() -> tuple[dict[str, Any], int]:
+    async def produce() -> tuple[BatchResults, int]:
         results = await asyncio.gather(*(one(i, r) for i, r in enumerate(data.records)))
-        return {"results": list(results)}, 200
+        return BatchResults(results=list(results)), 200
 
     return await idempotent(request, client_id, produce)
 

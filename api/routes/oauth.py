@@ -8,16 +8,12 @@ from urllib.parse import parse_qsl
 
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
-from litestar.openapi.spec import (
-    OpenAPIMediaType,
-    OpenAPIResponse,
-    OpenAPIType,
-    Operation,
-    RequestBody,
-    Schema,
-)
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from api.auth import enforce_rate_limit, request_id, runtime_of
+from api.openapi import success
+from api.responses import AuthorizationServerMetadata, JWKSet, OAuthErrorBody, TokenBody
 from consent.tokens import CONSENT_DETAIL_TYPE, OAuthError
 
 FORM = "application/x-www-form-urlencoded"
@@ -63,29 +59,25 @@ class TokenOperation(Operation):
                 ),
             },
         )
-        self.responses = {
-            "200": OpenAPIResponse(description="RFC 6749 token response"),
-            "400": OpenAPIResponse(
-                description=(
-                    "invalid_request, invalid_grant, invalid_scope, unsupported_grant_type,"
-                    " invalid_dpop_proof"
-                )
-            ),
-            "401": OpenAPIResponse(description="invalid_client"),
-        }
 
 
 @dataclass
 class RevokeOperation(Operation):
+    """Documents the form body that the revocation endpoint parses itself (strictly)."""
+
     def __post_init__(self) -> None:
         self.request_body = _form_schema(
             ["token", "client_assertion_type", "client_assertion"],
             {"token": "an access token of this client", **_ASSERTION},
         )
-        self.responses = {
-            "200": OpenAPIResponse(description="revoked (or unknown: RFC 7009 §2.2)"),
-            "401": OpenAPIResponse(description="invalid_client"),
-        }
+
+
+def _oauth_errors(bad_request: str) -> dict[int, ResponseSpec]:
+    """RFC 6749 section 5.2 error bodies (``error`` is one of the names given)."""
+    return {
+        400: ResponseSpec(OAuthErrorBody, description=bad_request, generate_examples=False),
+        401: ResponseSpec(OAuthErrorBody, description="invalid_client", generate_examples=False),
+    }
 
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -118,32 +110,49 @@ async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
 
 
 @get("/.well-known/oauth-authorization-server", tags=["public"], sync_to_thread=False)
-def metadata(request: Request[Any, Any, Any]) -> dict[str, Any]:
+def metadata(request: Request[Any, Any, Any]) -> AuthorizationServerMetadata:
     """RFC 8414 authorization server metadata."""
     issuer = runtime_of(request).settings.issuer
-    return {
-        "issuer": issuer,
-        "token_endpoint": issuer + "/oauth/token",
-        "revocation_endpoint": issuer + "/oauth/revoke",
-        "jwks_uri": issuer + "/.well-known/jwks.json",
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256", "PS256"],
-        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
-        "scopes_supported": ["issuer", "consumer", "auditor"],
-        "authorization_details_types_supported": [CONSENT_DETAIL_TYPE],
-        "dpop_signing_alg_values_supported": ["EdDSA", "ES256", "PS256"],
-        "response_types_supported": [],
-    }
+    return AuthorizationServerMetadata(
+        issuer=issuer,
+        token_endpoint=issuer + "/oauth/token",
+        revocation_endpoint=issuer + "/oauth/revoke",
+        jwks_uri=issuer + "/.well-known/jwks.json",
+        grant_types_supported=["client_credentials"],
+        token_endpoint_auth_methods_supported=["private_key_jwt"],
+        token_endpoint_auth_signing_alg_values_supported=["EdDSA", "ES256", "PS256"],
+        revocation_endpoint_auth_methods_supported=["private_key_jwt"],
+        scopes_supported=["issuer", "consumer", "auditor"],
+        authorization_details_types_supported=[CONSENT_DETAIL_TYPE],
+        dpop_signing_alg_values_supported=["EdDSA", "ES256", "PS256"],
+        response_types_supported=[],
+    )
 
 
-@get("/.well-known/jwks.json", tags=["public"], sync_to_thread=False)
+@get(
+    "/.well-known/jwks.json",
+    tags=["public"],
+    sync_to_thread=False,
+    responses={200: success(JWKSet, "at-, rc- and cp- public keys")},
+)
 def jwks(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The platform's public keys: at- tokens, rc- receipts, cp- checkpoints."""
     return runtime_of(request).jwks()
 
 
-@post("/oauth/token", tags=["oauth"], status_code=200, operation_class=TokenOperation)
+@post(
+    "/oauth/token",
+    tags=["oauth"],
+    status_code=200,
+    operation_class=TokenOperation,
+    responses={
+        200: success(TokenBody, "RFC 6749 token response"),
+        **_oauth_errors(
+            "invalid_request, invalid_grant, invalid_scope, unsupported_grant_type,"
+            " invalid_dpop_proof"
+        ),
+    },
+)
 async def token(request: Request[Any, Any, Any]) -> Response[Any]:
     """client_credentials with private_key_jwt (RFC 7523); RFC 6749 error bodies."""
     runtime = runtime_of(request)
@@ -161,7 +170,16 @@ async def token(request: Request[Any, Any, Any]) -> Response[Any]:
     return Response(issued.as_json(), headers=NO_STORE)
 
 
-@post("/oauth/revoke", tags=["oauth"], status_code=200, operation_class=RevokeOperation)
+@post(
+    "/oauth/revoke",
+    tags=["oauth"],
+    status_code=200,
+    operation_class=RevokeOperation,
+    responses={
+        200: success(type(None), "revoked (or unknown: RFC 7009 section 2.2); the body is null"),
+        **_oauth_errors("invalid_request"),
+    },
+)
 async def revoke(request: Request[Any, Any, Any]) -> Response[Any]:
     """RFC 7009: the client revokes one of its tokens; unknown tokens are not an error."""
     runtime = runtime_of(request)

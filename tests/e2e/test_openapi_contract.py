@@ -1,0 +1,272 @@
+"""The OpenAPI document against the app itself, in-process, on both engines.
+
+Every success status the document declares is answered once by a scripted home
+purchase, and every body answered matches its declared schema (closed schemas, so an
+undocumented key fails too). schemathesis (tests/reliability/test_fuzz.py) checks the
+same against a live server, but random input seldom reaches a 201.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import pytest
+
+from tests.e2e.conftest import Platform
+from tests.e2e.test_proactive import _family
+from tests.e2e.test_product import _issue
+from tests.helpers.clients import TestClient
+from tests.helpers.home import BUYER_NID, CONTRACT, INCOME, MORTGAGE_ITEMS, TITLE
+
+ADDRESS = {
+    "road_address": "서울특별시 마포구 월드컵북로 396",
+    "detail": "101동",
+    "postal_code": "03925",
+}
+
+
+@pytest.fixture
+async def home(platform: Platform) -> Platform:
+    for client in (
+        TestClient("court", roles=("issuer",)),
+        TestClient("mois", roles=("issuer",)),
+        TestClient("bokjiro", roles=("consumer",)),
+        TestClient("wetax", roles=("consumer",)),
+        TestClient("bai", roles=("auditor",)),
+    ):
+        await platform.register(client)
+    return platform
+
+
+async def _document(p: Platform) -> dict[str, Any]:
+    response = await p.http.get("/schema/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Conformance:
+    """Checks each answer against the document; remembers the success statuses seen."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.seen: set[tuple[str, str, str]] = set()
+
+    def __call__(self, method: str, path: str, response: httpx.Response) -> httpx.Response:
+        status = str(response.status_code)
+        assert response.status_code < 300, (method, path, status, response.text[:300])
+        declared = self.document["paths"][path][method.lower()]["responses"]
+        assert status in declared, (method, path, status)
+        content = declared[status].get("content")
+        if content is None:
+            assert response.content == b"", (method, path)
+        else:
+            assert response.headers["content-type"].startswith("application/json")
+            schema = {
+                **content["application/json"]["schema"],
+                "components": self.document["components"],
+            }
+            errors = [
+                f"{list(e.instance_path)}: {e.message}"
+                for e in jsonschema_rs.Draft202012Validator(schema).iter_errors(response.json())
+            ]
+            assert errors == [], (method, path, status, response.text[:1000])
+        self.seen.add((method.upper(), path, status))
+        return response
+
+    def declared(self) -> set[tuple[str, str, str]]:
+        return {
+            (method.upper(), path, status)
+            for path, operations in self.document["paths"].items()
+            for method, operation in operations.items()
+            for status in operation["responses"]
+            if status.startswith("2")
+        }
+
+
+async def test_every_success_status_answers_its_documented_body(home: Platform) -> None:
+    p = home
+    check = Conformance(await _document(p))
+    http = p.http
+    citizen = p.citizen(BUYER_NID)
+
+    # operations and public
+    for path in ("/healthz", "/readyz", "/.well-known/oauth-authorization-server"):
+        check("GET", path, await http.get(path))
+    check("GET", "/.well-known/jwks.json", await http.get("/.well-known/jwks.json"))
+
+    # OAuth: a plain token, then revoke it
+    form = p.clients["nts"].token_form(p.issuer, scope="issuer")
+    issued = check("POST", "/oauth/token", await http.post("/oauth/token", data=form))
+    revoke = p.clients["nts"].token_form(p.issuer)
+    revoke.pop("grant_type")
+    revoke["token"] = issued.json()["access_token"]
+    check("POST", "/oauth/revoke", await http.post("/oauth/revoke", data=revoke))
+
+    # issuers: 201, 200 unchanged, a batch with a refused record
+    court = _bearer(await p.token("court", scope="issuer"))
+    for record_type, data in (("real_estate_title", TITLE), ("sale_contract", CONTRACT)):
+        body = {"subject": {"nid": BUYER_NID}, "type": record_type, "data": data}
+        first = await http.post("/v1/records", json=body, headers=court)
+        assert check("POST", "/v1/records", first).status_code == 201
+        again = await http.post("/v1/records", json=body, headers=court)
+        assert check("POST", "/v1/records", again).status_code == 200
+    nts = _bearer(await p.token("nts", scope="issuer"))
+    batch = {
+        "records": [
+            {"subject": {"nid": BUYER_NID}, "type": "income_certificate", "data": INCOME},
+            {"subject": {"nid": BUYER_NID}, "type": "sale_contract", "data": CONTRACT},
+        ]
+    }
+    results = check(
+        "POST", "/v1/records:batch", await http.post("/v1/records:batch", json=batch, headers=nts)
+    ).json()["results"]
+    assert [(r["status"], "code" in r, "record_id" in r) for r in results] == [
+        (201, False, True),
+        (403, True, False),
+    ]
+
+    # consumers: a request (201), its duplicate (200), a statute consent (201, active)
+    kbank = _bearer(await p.token("kbank", scope="consumer"))
+    request = {
+        "subject": {"nid": BUYER_NID},
+        "purpose": "mortgage_screening",
+        "items": MORTGAGE_ITEMS,
+        "access": "standing",
+        "valid_days": 30,
+    }
+    created = await http.post("/v1/consent-requests", json=request, headers=kbank)
+    assert check("POST", "/v1/consent-requests", created).status_code == 201
+    duplicate = await http.post("/v1/consent-requests", json=request, headers=kbank)
+    assert check("POST", "/v1/consent-requests", duplicate).status_code == 200
+    consent_id = created.json()["consent_id"]
+    statute = await http.post(
+        "/v1/consent-requests",
+        json={
+            "subject": {"nid": BUYER_NID},
+            "purpose": "income_tax_audit",
+            "items": [{"type": "income_certificate", "fields": ["*"]}],
+            "access": "once",
+            "valid_days": 10,
+            "case_reference": "NTS-2026-0042",
+        },
+        headers=_bearer(await p.token("nts", scope="consumer")),
+    )
+    assert check("POST", "/v1/consent-requests", statute).json()["case_reference"] is not None
+    check(
+        "GET",
+        "/v1/consents/{consent_id}",
+        await http.get(f"/v1/consents/{consent_id}", headers=kbank),
+    )
+
+    # citizens: approve, read, write, receipts, one to reject
+    check(
+        "POST",
+        "/v1/me/consents/{consent_id}/approve",
+        await http.post(f"/v1/me/consents/{consent_id}/approve", headers=citizen),
+    )
+    wetax = await http.post(
+        "/v1/consent-requests",
+        json={
+            "subject": {"nid": BUYER_NID},
+            "purpose": "acquisition_tax",
+            "items": [{"type": "sale_contract", "fields": ["*"]}],
+            "access": "once",
+            "valid_days": 10,
+        },
+        headers=_bearer(await p.token("wetax", scope="consumer")),
+    )
+    check("POST", "/v1/consent-requests", wetax)
+    check(
+        "POST",
+        "/v1/me/consents/{consent_id}/reject",
+        await http.post(f"/v1/me/consents/{wetax.json()['consent_id']}/reject", headers=citizen),
+    )
+    for status in (201, 200):
+        put = await http.put("/v1/me/records/address", json={"data": ADDRESS}, headers=citizen)
+        assert check("PUT", "/v1/me/records/{record_type}", put).status_code == status
+    check("GET", "/v1/me", await http.get("/v1/me", headers=citizen))
+    check("GET", "/v1/me/records", await http.get("/v1/me/records", headers=citizen))
+    check(
+        "GET",
+        "/v1/me/records/{record_type}",
+        await http.get("/v1/me/records/income_certificate", headers=citizen),
+    )
+    check("GET", "/v1/me/consents", await http.get("/v1/me/consents", headers=citizen))
+    check(
+        "GET",
+        "/v1/me/consents/{consent_id}/receipt",
+        await http.get(f"/v1/me/consents/{consent_id}/receipt?version=1", headers=citizen),
+    )
+
+    # the consented reads, with a consent-bound token from the token endpoint
+    bound_form = p.clients["kbank"].token_form(p.issuer, scope="consumer", consent_id=consent_id)
+    bound = check("POST", "/oauth/token", await http.post("/oauth/token", data=bound_form))
+    assert "authorization_details" in bound.json()
+    reader = _bearer(bound.json()["access_token"])
+    read = check("GET", "/v1/data", await http.get("/v1/data", headers=reader))
+    check(
+        "GET",
+        "/v1/data/{record_type}",
+        await http.get("/v1/data/income_certificate", headers=reader),
+    )
+    check("GET", "/v1/events", await http.get("/v1/events", headers=kbank))
+
+    # life events: a newborn makes a suggestion, accepted in one click
+    mois = await _issue(p, "mois", "family_relations", _family(30))
+    assert mois.status_code == 201, mois.text
+    suggestions = check(
+        "GET", "/v1/me/suggestions", await http.get("/v1/me/suggestions", headers=citizen)
+    ).json()["suggestions"]
+    check(
+        "POST",
+        "/v1/me/suggestions/{suggestion_id}/accept",
+        await http.post(
+            f"/v1/me/suggestions/{suggestions[0]['suggestion_id']}/accept", headers=citizen
+        ),
+    )
+    check(
+        "POST",
+        "/v1/me/consents/{consent_id}/revoke",
+        await http.post(f"/v1/me/consents/{consent_id}/revoke", headers=citizen),
+    )
+
+    # the audit: auditors, anyone, the citizen
+    bai = _bearer(await p.token("bai", scope="auditor"))
+    page = check("GET", "/v1/audit/entries", await http.get("/v1/audit/entries", headers=bai))
+    size = page.json()["tree_size"]
+    seq = int(read.headers["x-audit-seq"])
+    check(
+        "GET",
+        "/v1/audit/proofs/inclusion",
+        await http.get(f"/v1/audit/proofs/inclusion?seq={seq}&tree_size={size}", headers=bai),
+    )
+    check(
+        "GET",
+        "/v1/audit/proofs/consistency",
+        await http.get(f"/v1/audit/proofs/consistency?first=1&second={size}", headers=bai),
+    )
+    check("GET", "/v1/audit/checkpoint", await http.get("/v1/audit/checkpoint"))
+    mine = check(
+        "GET", "/v1/me/access-log", await http.get("/v1/me/access-log", headers=citizen)
+    ).json()
+    check(
+        "GET",
+        "/v1/me/access-log/{seq}/proof",
+        await http.get(
+            f"/v1/me/access-log/{mine['entries'][0]['seq']}/proof?tree_size={mine['tree_size']}",
+            headers=citizen,
+        ),
+    )
+
+    # erasure last: the sale contract is kept by statute
+    erased = check("DELETE", "/v1/me", await http.delete("/v1/me", headers=citizen)).json()
+    assert [k["type"] for k in erased["kept"]] == ["sale_contract"]
+
+    assert check.seen == check.declared()
