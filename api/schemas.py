@@ -1,10 +1,25 @@
-"""Request bodies (msgspec Structs, unknown fields refused) documented in OpenAPI."""
+"""Request bodies (msgspec Structs, unknown fields refused) documented in OpenAPI.
+
+A bound given as ``Meta(extra_json_schema=...)`` is documentation only for msgspec;
+a later layer enforces it (422 ``validation_error``): the policy decision for
+``valid_days`` and ``max_fetches``, after authentication, so that the refusal is
+audited and keeps its place among the other reasons (a purpose the client may not use
+is ``purpose_not_allowed`` whatever ``valid_days`` says); the batch route for
+``records``. Outside a bound a request is always refused. ``api/openapi.py`` puts
+these bounds in the document; ``tests/e2e/test_openapi_contract.py`` sends each one.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+
+from policies.decisions import MAX_FETCHES
+from policies.loader import MAX_DAYS
+
+#: Records in one ``POST /v1/records:batch`` (more: 422 ``validation_error``).
+MAX_BATCH = 1000
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True):
@@ -29,7 +44,7 @@ class RecordIn(Strict):
 
 
 class BatchIn(Strict):
-    records: list[RecordIn]
+    records: Annotated[list[RecordIn], msgspec.Meta(extra_json_schema={"maxItems": MAX_BATCH})]
 
 
 class ItemIn(Strict):
@@ -42,8 +57,11 @@ class ConsentRequestIn(Strict):
     purpose: str
     items: list[ItemIn]
     access: str
-    valid_days: int
-    max_fetches: int | None = None
+    # 1..max_valid_days of the purpose, which the catalogue bounds by MAX_DAYS.
+    valid_days: Annotated[int, msgspec.Meta(extra_json_schema={"minimum": 1, "maximum": MAX_DAYS})]
+    max_fetches: Annotated[
+        int | None, msgspec.Meta(extra_json_schema={"minimum": 1, "maximum": MAX_FETCHES})
+    ] = None
     case_reference: str | None = None
 
 

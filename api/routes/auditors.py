@@ -18,12 +18,18 @@ from vault.errors import OncevaultError
 AUDITOR = {"principal": Provide(require("auditor"))}
 CITIZEN = {"me": Provide(citizen_context)}
 MAX_SEQ = 2**53 - 1
-SEQ = Annotated[int | None, Parameter(required=False, ge=0, le=MAX_SEQ)]
+#: ``schema_extra``: Litestar 2.25 leaves a falsy ``ge`` out of an optional parameter's
+#: schema; ``ge=0`` is enforced all the same (400 ``malformed_request``).
+SEQ = Annotated[
+    int | None, Parameter(required=False, ge=0, le=MAX_SEQ, schema_extra={"minimum": 0})
+]
 LIMIT = Annotated[int, Parameter(ge=1, le=1000)]
 FILTER = Annotated[
     str | None, Parameter(required=False, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
-SIZE = Annotated[int, Parameter(ge=-MAX_SEQ, le=MAX_SEQ)]
+#: A leaf index, and a tree size (the tree's current size bounds both further: 400).
+INDEX = Annotated[int, Parameter(ge=0, le=MAX_SEQ)]
+SIZE = Annotated[int, Parameter(ge=1, le=MAX_SEQ)]
 ENTRIES = {200: success(ServedEntryPage, "a page of entries as stored")}
 
 
@@ -100,7 +106,7 @@ async def _inclusion(request: Request[Any, Any, Any], seq: int, tree_size: int) 
 async def inclusion(
     request: Request[Any, Any, Any],
     principal: NamedDependency[AccessPrincipal],
-    seq: SIZE,
+    seq: INDEX,
     tree_size: SIZE,
 ) -> InclusionProof:
     """RFC 9162 §2.1.3 inclusion proof of entry ``seq`` in the tree of ``tree_size``."""
@@ -169,7 +175,7 @@ async def access_log(
 @get("/v1/me/access-log/{seq:int}/proof", dependencies=CITIZEN, tags=["citizen"])
 async def my_proof(
     request: Request[Any, Any, Any],
-    seq: Annotated[int, Parameter(ge=0, le=MAX_SEQ)],
+    seq: INDEX,
     me: NamedDependency[CitizenContext],
     tree_size: SIZE,
 ) -> InclusionProof:

@@ -13,13 +13,12 @@ from api.auth import request_id, require, runtime_of
 from api.openapi import success
 from api.replay import idempotent
 from api.responses import BatchResult, BatchResults, RecordPut
-from api.schemas import BatchIn, RecordIn
+from api.schemas import MAX_BATCH, BatchIn, RecordIn
 from consent.tokens import AccessPrincipal
 from vault.errors import OncevaultError
 from vault.service import Actor
 
 ISSUER = {"principal": Provide(require("issuer"))}
-MAX_BATCH = 1000
 BATCH_CONCURRENCY = 64
 
 

@@ -1,9 +1,12 @@
 """The OpenAPI document against the app itself, in-process, on both engines.
 
-Every success status the document declares is answered once by a scripted home
-purchase, and every body answered matches its declared schema (closed schemas, so an
-undocumented key fails too). schemathesis (tests/reliability/test_fuzz.py) checks the
-same against a live server, but random input seldom reaches a 201.
+- Every success status the document declares is answered once by a scripted home
+  purchase, and every body answered matches its declared schema (closed schemas, so an
+  undocumented key fails too). schemathesis (tests/reliability/test_fuzz.py) checks the
+  same against a live server, but random input seldom reaches a 201.
+- Every bound the document declares on a parameter or a request body is refused at
+  run time just outside it, and every body that the document closes
+  (``additionalProperties: false``) refuses an unknown field.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tests.e2e.test_product import _issue
 from tests.helpers.clients import TestClient
 from tests.helpers.home import BUYER_NID, CONTRACT, INCOME, MORTGAGE_ITEMS, TITLE
 
+MAX_SEQ = 2**53 - 1
 ADDRESS = {
     "road_address": "서울특별시 마포구 월드컵북로 396",
     "detail": "101동",
@@ -270,3 +274,171 @@ async def test_every_success_status_answers_its_documented_body(home: Platform) 
     assert [k["type"] for k in erased["kept"]] == ["sale_contract"]
 
     assert check.seen == check.declared()
+
+
+# -- bounds ----------------------------------------------------------------------------
+
+
+def _parameter_bounds(document: dict[str, Any]) -> set[tuple[str, str, str, str, int]]:
+    """(METHOD, path, where, name, bound) for every minimum/maximum of a parameter."""
+    found = set()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                for keyword in ("minimum", "maximum"):
+                    if keyword in parameter["schema"]:
+                        found.add(
+                            (
+                                method.upper(),
+                                path,
+                                parameter["in"],
+                                parameter["name"],
+                                int(parameter["schema"][keyword]),
+                            )
+                        )
+    return found
+
+
+def _body_bounds(document: dict[str, Any]) -> set[tuple[str, str, str, int | bool]]:
+    """(schema, property, keyword, value) for the request-body schemas' bounds."""
+    found: set[tuple[str, str, str, int | bool]] = set()
+    for name, schema in document["components"]["schemas"].items():
+        if not name.endswith("In"):
+            continue
+        if "additionalProperties" in schema:
+            found.add((name, "", "additionalProperties", schema["additionalProperties"]))
+        for field, spec in schema["properties"].items():
+            for keyword in ("minimum", "maximum", "maxItems", "minItems"):
+                if keyword in spec:
+                    found.add((name, field, keyword, int(spec[keyword])))
+    return found
+
+
+PARAMETER_BOUNDS = {
+    ("GET", "/v1/audit/entries", "query", "after", 0),
+    ("GET", "/v1/audit/entries", "query", "after", MAX_SEQ),
+    ("GET", "/v1/audit/entries", "query", "limit", 1),
+    ("GET", "/v1/audit/entries", "query", "limit", 1000),
+    ("GET", "/v1/audit/proofs/inclusion", "query", "seq", 0),
+    ("GET", "/v1/audit/proofs/inclusion", "query", "seq", MAX_SEQ),
+    ("GET", "/v1/audit/proofs/inclusion", "query", "tree_size", 1),
+    ("GET", "/v1/audit/proofs/inclusion", "query", "tree_size", MAX_SEQ),
+    ("GET", "/v1/audit/proofs/consistency", "query", "first", 1),
+    ("GET", "/v1/audit/proofs/consistency", "query", "first", MAX_SEQ),
+    ("GET", "/v1/audit/proofs/consistency", "query", "second", 1),
+    ("GET", "/v1/audit/proofs/consistency", "query", "second", MAX_SEQ),
+    ("GET", "/v1/events", "query", "after", 0),
+    ("GET", "/v1/events", "query", "after", MAX_SEQ),
+    ("GET", "/v1/events", "query", "limit", 1),
+    ("GET", "/v1/events", "query", "limit", 1000),
+    ("GET", "/v1/me/access-log", "query", "before", 0),
+    ("GET", "/v1/me/access-log", "query", "before", MAX_SEQ),
+    ("GET", "/v1/me/access-log", "query", "limit", 1),
+    ("GET", "/v1/me/access-log", "query", "limit", 1000),
+    ("GET", "/v1/me/access-log/{seq}/proof", "path", "seq", 0),
+    ("GET", "/v1/me/access-log/{seq}/proof", "path", "seq", MAX_SEQ),
+    ("GET", "/v1/me/access-log/{seq}/proof", "query", "tree_size", 1),
+    ("GET", "/v1/me/access-log/{seq}/proof", "query", "tree_size", MAX_SEQ),
+    ("GET", "/v1/me/consents/{consent_id}/receipt", "query", "version", 1),
+    ("GET", "/v1/me/consents/{consent_id}/receipt", "query", "version", 1_000_000),
+}
+
+BODY_BOUNDS = {
+    ("BatchIn", "", "additionalProperties", False),
+    ("BatchIn", "records", "maxItems", 1000),
+    ("ConsentRequestIn", "", "additionalProperties", False),
+    ("ConsentRequestIn", "valid_days", "minimum", 1),
+    ("ConsentRequestIn", "valid_days", "maximum", 36500),
+    ("ConsentRequestIn", "max_fetches", "minimum", 1),
+    ("ConsentRequestIn", "max_fetches", "maximum", 1_000_000),
+    ("ItemIn", "", "additionalProperties", False),
+    ("RecordIn", "", "additionalProperties", False),
+    ("SelfAssertedIn", "", "additionalProperties", False),
+    ("SubjectIn", "", "additionalProperties", False),
+}
+
+
+async def test_the_document_declares_these_bounds(home: Platform) -> None:
+    """A new bound in the document needs a refusal below: this list is that reminder."""
+    document = await _document(home)
+    assert _parameter_bounds(document) == PARAMETER_BOUNDS
+    assert _body_bounds(document) == BODY_BOUNDS
+
+
+async def test_parameters_outside_their_documented_bounds_are_refused(home: Platform) -> None:
+    p = home
+    auth = {
+        "/v1/audit": _bearer(await p.token("bai", scope="auditor")),
+        "/v1/events": _bearer(await p.token("kbank", scope="consumer")),
+        "/v1/me": p.citizen(BUYER_NID),
+    }
+    for method, path, where, name, bound in sorted(PARAMETER_BOUNDS):
+        value = bound - 1 if bound in (0, 1) else bound + 1
+        query = {
+            "/v1/audit/proofs/inclusion": {"seq": "0", "tree_size": "1"},
+            "/v1/audit/proofs/consistency": {"first": "1", "second": "1"},
+            "/v1/me/access-log/{seq}/proof": {"tree_size": "1"},
+        }.get(path, {})
+        url = path.replace("{consent_id}", "cns_x").replace("{seq}", "0")
+        if where == "path":
+            url = path.replace("{seq}", str(value))
+        else:
+            query = {**query, name: str(value)}
+        headers = next(h for prefix, h in auth.items() if path.startswith(prefix))
+        response = await p.http.request(method, url, params=query, headers=headers)
+        problem = response.json()
+        assert (response.status_code, problem["code"]) == (400, "malformed_request"), (path, value)
+        assert name in problem["detail"], (path, value, problem["detail"])
+
+
+async def test_bodies_outside_their_documented_bounds_are_refused(home: Platform) -> None:
+    p = home
+    kbank = _bearer(await p.token("kbank", scope="consumer"))
+    nts = _bearer(await p.token("nts", scope="issuer"))
+    citizen = p.citizen(BUYER_NID)
+    consent = {
+        "subject": {"nid": BUYER_NID},
+        "purpose": "mortgage_screening",
+        "items": MORTGAGE_ITEMS,
+        "access": "standing",
+        "valid_days": 30,
+    }
+    record = {"subject": {"nid": BUYER_NID}, "type": "income_certificate", "data": INCOME}
+    cases: list[tuple[str, str, dict[str, Any], dict[str, str], str]] = [
+        ("POST", "/v1/consent-requests", {**consent, "valid_days": 0}, kbank, "valid_days"),
+        ("POST", "/v1/consent-requests", {**consent, "valid_days": 36501}, kbank, "valid_days"),
+        ("POST", "/v1/consent-requests", {**consent, "max_fetches": 0}, kbank, "max_fetches"),
+        (
+            "POST",
+            "/v1/consent-requests",
+            {**consent, "max_fetches": 1_000_001},
+            kbank,
+            "max_fetches",
+        ),
+        ("POST", "/v1/records:batch", {"records": [record] * 1001}, nts, "records"),
+        # additionalProperties: false, at every level
+        ("POST", "/v1/consent-requests", {**consent, "extra": 1}, kbank, "extra"),
+        (
+            "POST",
+            "/v1/consent-requests",
+            {**consent, "subject": {"nid": BUYER_NID, "extra": 1}},
+            kbank,
+            "extra",
+        ),
+        (
+            "POST",
+            "/v1/consent-requests",
+            {**consent, "items": [{**MORTGAGE_ITEMS[0], "extra": 1}]},
+            kbank,
+            "extra",
+        ),
+        ("POST", "/v1/records", {**record, "extra": 1}, nts, "extra"),
+        ("POST", "/v1/records:batch", {"records": [record], "extra": 1}, nts, "extra"),
+        ("POST", "/v1/records:batch", {"records": [{**record, "extra": 1}]}, nts, "extra"),
+        ("PUT", "/v1/me/records/address", {"data": ADDRESS, "extra": 1}, citizen, "extra"),
+    ]
+    for method, path, body, headers, field in cases:
+        response = await p.http.request(method, path, json=body, headers=headers)
+        problem = response.json()
+        assert (response.status_code, problem["code"]) == (422, "validation_error"), (path, body)
+        assert field in problem["detail"], (path, problem["detail"])
