@@ -17,7 +17,7 @@ from api.bodies import recursion_error_handler, strict_json_bodies, validation_e
 from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
 from api.idp import DevIdP
-from api.middleware import RequestIdMiddleware
+from api.middleware import AllowMiddleware, RequestIdMiddleware
 from api.openapi import StructSchemas, document, openapi_config, success
 from api.responses import ServiceStatus
 from api.routes import auditors, citizens, consumers, issuers, oauth
@@ -122,7 +122,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
         openapi_config=openapi_config(),
         plugins=[StructSchemas()],
         lifespan=[lifespan],
-        middleware=[RequestIdMiddleware, strict_json_bodies()],  # request id outermost
+        # request id outermost
+        middleware=[RequestIdMiddleware, strict_json_bodies(), AllowMiddleware],
         exception_handlers={
             **EXCEPTION_HANDLERS,
             ValidationException: validation_exception_handler,

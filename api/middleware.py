@@ -1,4 +1,5 @@
-"""ASGI middleware: a server-made request id on every request, and one access-log line."""
+"""ASGI middleware: a server-made request id on every request, and one access-log line;
+``Allow`` on OPTIONS names every method of the path."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import time
 from base64 import b32encode
 
 import structlog
+from litestar import Litestar
 from litestar.enums import ScopeType
+from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("api.access")
@@ -58,3 +61,45 @@ class RequestIdMiddleware:
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+class AllowMiddleware:
+    """Answer OPTIONS with every method of the matched path in ``Allow``.
+
+    Litestar 2.25 makes a path's OPTIONS handler when the path's first handler is
+    registered and never updates it, so a path served by several handlers (``GET`` and
+    ``DELETE /v1/me``) listed only the first one's methods. This rewrites the header
+    from the app's routes (``HTTPRoute.methods`` holds every handler's). A 405 takes its
+    ``Allow`` from the router and is right already (``api/errors.py`` keeps it).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["method"] != "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        template = scope.get("path_template")
+        methods = next(
+            (
+                route.methods
+                for route in Litestar.from_scope(scope).routes
+                if isinstance(route, HTTPRoute) and route.path_format == template
+            ),
+            None,
+        )
+        if not methods:
+            await self.app(scope, receive, send)
+            return
+        allow = ", ".join(sorted(methods)).encode("ascii")
+
+        async def send_with_allow(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if any(name.lower() == b"allow" for name, _ in headers):
+                    headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
+                    message["headers"] = [*headers, (b"allow", allow)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_allow)
