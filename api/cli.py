@@ -122,7 +122,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 async def _check_ready_to_serve(settings: Settings, *, accept_rollback: bool) -> int:
     """Before any worker starts: migrated, provider safe, keys usable, no rollback,
     erasures re-applied, the checkpoint copy current."""
-    database = open_database(settings.database)
+    database = open_database(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         await database.start()
         await require_migrated(database)
@@ -353,7 +353,7 @@ def _read_trusted(paths: Sequence[str]) -> list[Checkpoint]:
 
 
 async def _verify_database(settings: Settings, trusted: list[Checkpoint]) -> VerifyResult:
-    database = open_database(settings.database)
+    database = open_database(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         await database.start()
         await require_migrated(database)
@@ -390,7 +390,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, target: Path) -> int:
-    database = open_database(settings.database)
+    database = open_database(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         await database.start()
         await require_migrated(database)

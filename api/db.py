@@ -6,7 +6,7 @@ import contextlib
 import io
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -45,10 +45,18 @@ def all_tables() -> list[type[Table]]:
     return tables
 
 
-def open_database(url: DatabaseURL, *, schema: str | None = None, pool_size: int = 10) -> Database:
+def open_database(
+    url: DatabaseURL,
+    *,
+    schema: str | None = None,
+    pool_size: int = 10,
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL",
+) -> Database:
     """Build the process's :class:`Database` and bind every table and Piccolo to it."""
     if url.dialect == "sqlite":
-        database = Database(dialect="sqlite", sqlite_path=url.sqlite_path)
+        database = Database(
+            dialect="sqlite", sqlite_path=url.sqlite_path, sqlite_synchronous=sqlite_synchronous
+        )
     else:
         database = Database(
             dialect="postgres", postgres_dsn=url.url, postgres_schema=schema, pool_size=pool_size

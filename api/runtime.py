@@ -105,7 +105,9 @@ class Runtime:
         load_keys: bool = True,
     ) -> Runtime:
         clock = clock or SystemClock()
-        db = database or open_database(settings.database)
+        db = database or open_database(
+            settings.database, sqlite_synchronous=settings.sqlite_synchronous
+        )
         await db.start(create=create)
         keys = key_provider(settings, create=create)
         ledger = ledger_for(settings, keys)

@@ -47,6 +47,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "ONCEVAULT_DEV_IDP",
     "ONCEVAULT_DEK_CACHE_SECONDS",
     "ONCEVAULT_RATE_LIMIT_PER_MINUTE",
+    "ONCEVAULT_SQLITE_SYNCHRONOUS",
     # Web sign-in against an external OpenID provider (read by api/web; see its README).
     "ONCEVAULT_IDP_AUTHORIZATION_ENDPOINT",
     "ONCEVAULT_IDP_TOKEN_ENDPOINT",
@@ -108,6 +109,10 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = 1
+    #: SQLite's ``synchronous`` pragma: FULL fsyncs the WAL at every COMMIT (an
+    #: acknowledged write survives power loss); NORMAL only at checkpoints (it
+    #: survives a crash of the process, not of the machine).
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
     @property
     def embedded(self) -> bool:
@@ -128,6 +133,7 @@ class Settings:
             "ONCEVAULT_DEV_IDP": "1" if self.dev_idp else "0",
             "ONCEVAULT_DEK_CACHE_SECONDS": repr(self.dek_cache_seconds),
             "ONCEVAULT_RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
+            "ONCEVAULT_SQLITE_SYNCHRONOUS": self.sqlite_synchronous,
         }
         optional = {
             "VAULT_ADDR": self.vault_addr,
@@ -380,6 +386,10 @@ def load_settings(
         maximum=10_000_000,
     )
 
+    synchronous = (get("ONCEVAULT_SQLITE_SYNCHRONOUS") or "FULL").upper()
+    if synchronous not in ("FULL", "NORMAL"):
+        raise SettingsError("ONCEVAULT_SQLITE_SYNCHRONOUS: use FULL or NORMAL")
+
     return Settings(
         data_dir=data_dir,
         database=database,
@@ -402,4 +412,5 @@ def load_settings(
         host=host,
         port=port,
         workers=workers,
+        sqlite_synchronous="NORMAL" if synchronous == "NORMAL" else "FULL",
     )

@@ -81,6 +81,7 @@ def test_defaults_for_the_embedded_setup(tmp_path: Path) -> None:
     assert settings.kms_timeout_seconds == 2.0
     assert settings.idp_nid_claim == "sub"
     assert settings.dev_idp is False
+    assert settings.sqlite_synchronous == "FULL"
     assert settings.embedded
 
 
@@ -175,6 +176,7 @@ def test_transit_settings(tmp_path: Path) -> None:
         ("ONCEVAULT_ISSUER", "ftp://x", r"^ONCEVAULT_ISSUER: must be an http\(s\) URL"),
         ("ONCEVAULT_ISSUER", "https://x/?a=b", r"^ONCEVAULT_ISSUER: must not have a query"),
         ("ONCEVAULT_TRANSIT_KEY", "a/b", r"^ONCEVAULT_TRANSIT_KEY: use letters"),
+        ("ONCEVAULT_SQLITE_SYNCHRONOUS", "OFF", r"^ONCEVAULT_SQLITE_SYNCHRONOUS: use FULL or"),
     ],
 )
 def test_bad_values_name_the_setting(tmp_path: Path, name: str, value: str, message: str) -> None:
@@ -262,3 +264,29 @@ def test_environment_export_round_trips(tmp_path: Path) -> None:
     )
     again = load_settings(environ=settings.as_environment())
     assert again == settings.__class__(**{**settings.__dict__, "port": 8000})
+
+
+def test_sqlite_synchronous_normal_is_applied_to_the_connections(tmp_path: Path) -> None:
+    import asyncio  # noqa: PLC0415
+
+    from api.db import open_database  # noqa: PLC0415
+
+    settings = load_settings(
+        {"ONCEVAULT_SQLITE_SYNCHRONOUS": "normal"}, {}, data_dir_flag=str(tmp_path)
+    )
+    assert settings.sqlite_synchronous == "NORMAL"
+    assert settings.as_environment()["ONCEVAULT_SQLITE_SYNCHRONOUS"] == "NORMAL"
+
+    async def pragmas() -> list[int]:
+        database = open_database(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
+        await database.start(create=True)
+        try:
+            outside = await database.fetchrow("SELECT synchronous FROM pragma_synchronous")
+            async with database.transaction():
+                inside = await database.fetchrow("SELECT synchronous FROM pragma_synchronous")
+        finally:
+            await database.close()
+        assert outside is not None and inside is not None
+        return [outside["synchronous"], inside["synchronous"]]
+
+    assert asyncio.run(pragmas()) == [1, 1]  # 1 = NORMAL, 2 = FULL
