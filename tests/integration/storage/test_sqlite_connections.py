@@ -1,0 +1,178 @@
+"""SQLite on the event loop (vault/storage.py): the loop never waits for a lock.
+
+Statements run inline on long-lived connections; taking the write lock and COMMIT
+run on the writer thread. These tests hold SQLite's write lock from *another*
+connection (as a second worker or an operator's tool would) and check that the
+event loop keeps ticking, that writers queue instead of failing, and that nothing
+is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from vault.errors import StorageError
+from vault.storage import Database
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(dialect="sqlite", sqlite_path=tmp_path / "x.sqlite")
+    await database.start(create=True)
+    async with database.transaction():
+        await database.execute("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@contextmanager
+def held_write_lock(path: Path, seconds: float, *, flock: bool) -> Iterator[threading.Event]:
+    """Another connection holds SQLite's write lock for ``seconds`` (with or without
+    the project's flock), on its own thread. Yields once the lock is held."""
+    held = threading.Event()
+
+    def hold() -> None:
+        connection = sqlite3.connect(path, isolation_level=None)
+        fd = None
+        if flock:
+            fd = open(path.with_name(path.name + ".writelock"), "a+")  # noqa: SIM115
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT INTO t (n) VALUES (-1)")
+        held.set()
+        time.sleep(seconds)
+        connection.execute("COMMIT")
+        connection.close()
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            fd.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(5)
+        yield held
+    finally:
+        thread.join()
+
+
+async def _largest_loop_gap(until: asyncio.Future[object]) -> float:
+    """The longest time the loop went without running this ticker (seconds)."""
+    largest, last = 0.0, time.perf_counter()
+    while not until.done():
+        await asyncio.sleep(0.005)
+        now = time.perf_counter()
+        largest, last = max(largest, now - last), now
+    return largest
+
+
+@pytest.mark.parametrize("flock", [True, False], ids=["flock", "busy-handler"])
+@pytest.mark.parametrize("kind", ["transaction", "write outside a transaction"])
+async def test_a_waiting_writer_never_blocks_the_loop(db: Database, flock: bool, kind: str) -> None:
+    assert db.sqlite_path is not None
+    with held_write_lock(db.sqlite_path, 0.6, flock=flock):
+        started = time.perf_counter()
+
+        async def write() -> None:
+            if kind == "transaction":
+                async with db.transaction():
+                    await db.execute("INSERT INTO t (n) VALUES (1)")
+            else:
+                await db.execute("INSERT INTO t (n) VALUES (1)")
+
+        writer = asyncio.ensure_future(write())
+        gap = await _largest_loop_gap(writer)
+        await writer
+        waited = time.perf_counter() - started
+    assert waited >= 0.4, "the write waited for the other connection's lock"
+    assert gap < 0.2, f"the event loop stalled for {gap * 1000:.0f} ms"
+    rows = await db.fetch("SELECT n FROM t ORDER BY n")
+    assert [row["n"] for row in rows] == [-1, 1]
+
+
+async def test_reads_are_served_while_another_connection_writes(db: Database) -> None:
+    assert db.sqlite_path is not None
+    await db.execute("INSERT INTO t (n) VALUES (7)")
+    with held_write_lock(db.sqlite_path, 0.3, flock=True):
+        started = time.perf_counter()
+        row = await db.fetchrow("SELECT count(*) AS c FROM t")
+        assert time.perf_counter() - started < 0.1  # WAL: a reader waits for nobody
+    assert row == {"c": 1}  # the other connection's row is not committed yet
+
+
+async def test_two_handles_queue_for_the_write_lock_and_lose_nothing(db: Database) -> None:
+    """Two handles on one file (two workers) write concurrently: every transaction
+    commits, none fails with "database is locked"."""
+    other = db.clone()
+    await other.start()
+
+    async def writer(handle: Database, start: int) -> None:
+        for n in range(start, start + 40):
+            async with handle.transaction():
+                await handle.execute("INSERT INTO t (n) VALUES ($1)", n)
+                await asyncio.sleep(0)  # let the other handle try meanwhile
+
+    try:
+        await asyncio.gather(writer(db, 0), writer(other, 1000), writer(db, 2000))
+    finally:
+        await other.close()
+    rows = await db.fetch("SELECT n FROM t")
+    assert sorted(row["n"] for row in rows) == [
+        *range(40),
+        *range(1000, 1040),
+        *range(2000, 2040),
+    ]
+
+
+async def test_a_failed_transaction_rolls_back_and_frees_the_lock(db: Database) -> None:
+    async def duplicate() -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO t (n) VALUES (5)")
+            await db.execute("INSERT INTO t (n) VALUES (5)")
+
+    with pytest.raises(sqlite3.IntegrityError):
+        await duplicate()
+    assert await db.fetch("SELECT n FROM t") == []
+    other = db.clone()
+    await other.start()
+    try:
+        async with other.transaction():  # the flock and the write lock are free
+            await other.execute("INSERT INTO t (n) VALUES (6)")
+    finally:
+        await other.close()
+    assert await db.fetch("SELECT n FROM t") == [{"n": 6}]
+
+
+async def test_nested_transactions_are_refused(db: Database) -> None:
+    async with db.transaction():
+        with pytest.raises(StorageError, match="nested"):
+            async with db.transaction():
+                pass  # pragma: no cover
+
+
+async def test_pragmas_outside_a_transaction_run_on_the_writer(db: Database) -> None:
+    await db.execute("INSERT INTO t (n) VALUES (1)")
+    rows = await db.fetch("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert rows and rows[0]["busy"] == 0
+    assert (await db.fetchrow("SELECT synchronous FROM pragma_synchronous")) == {"synchronous": 2}
+    assert (await db.fetchrow("SELECT secure_delete FROM pragma_secure_delete")) == {
+        "secure_delete": 1
+    }
+
+
+async def test_a_deleted_file_is_a_storage_error_not_a_new_database(tmp_path: Path) -> None:
+    database = Database(dialect="sqlite", sqlite_path=tmp_path / "missing.sqlite")
+    with pytest.raises(StorageError, match="does not exist"):
+        await database.start()
+    assert not (tmp_path / "missing.sqlite").exists()
