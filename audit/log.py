@@ -93,7 +93,7 @@ class AuditLog:
         stored: list[StoredEntry] = []
         for offset, draft in enumerate(drafts):
             entry = draft.to_entry(seq=state.size + offset, ts=ts)
-            leaf = leaf_bytes(entry)
+            leaf = leaf_bytes(entry, validated=True)
             digest = merkle.leaf_hash(leaf)
             rows.append((entry, leaf, digest))
             stored.append(StoredEntry(seq=entry["seq"], leaf=leaf, leaf_hash=digest, entry=entry))

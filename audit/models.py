@@ -179,9 +179,14 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
                 _check_token("items[].fields[]", name, nullable=False)
 
 
-def leaf_bytes(entry: Mapping[str, Any]) -> bytes:
-    """The verbatim leaf: sorted keys, compact separators, ASCII (equal to JCS here)."""
-    validate_entry(entry)
+def leaf_bytes(entry: Mapping[str, Any], *, validated: bool = False) -> bytes:
+    """The verbatim leaf: sorted keys, compact separators, ASCII (equal to JCS here).
+
+    ``validated=True``: ``entry`` comes straight from :meth:`EntryDraft.to_entry`,
+    which has just validated it.
+    """
+    if not validated:
+        validate_entry(entry)
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
         "ascii"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -275,14 +276,22 @@ class SuggestionRepository:
         )
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed_jwks(text: str) -> dict[str, dict[str, Any]]:
+    """The registered JWKS by kid (callers copy; nothing mutates a key). Memoised on
+    the stored text only: a changed registration is a different text, and the text
+    is read from the database on every request."""
+    keys = json.loads(text)
+    return {str(k["kid"]): k for k in keys["keys"]}
+
+
 def _client(row: Mapping[str, Any]) -> Client:
-    keys = json.loads(row["jwks"])
     return Client(
         client_id=row["client_id"],
         name=row["name"],
         kind=row["kind"],
         roles=frozenset(str(row["roles"]).split()),
-        jwks={str(k["kid"]): k for k in keys["keys"]},
+        jwks=dict(_parsed_jwks(row["jwks"])),
         approved=bool(row["approved"]),
         enabled=bool(row["enabled"]),
         dpop_required=bool(row["dpop_required"]),
@@ -301,6 +310,20 @@ class ClientRepository:
             f"SELECT {_CLIENT_COLUMNS} FROM clients WHERE client_id = $1", client_id
         )
         return _client(row) if row else None
+
+    async def get_for_token(self, client_id: str, jti: str) -> tuple[Client | None, bool]:
+        """The live registration and whether the token ``jti`` is revoked: one query."""
+        row = await self.db.fetchrow(
+            "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $2) AS revoked, "
+            + ", ".join(f"c.{column}" for column in _CLIENT_COLUMNS.split(", "))
+            + " FROM (SELECT 1 AS one) AS anchor"
+            " LEFT JOIN clients AS c ON c.client_id = $1",
+            client_id,
+            jti,
+        )
+        assert row is not None  # the anchor row is always there
+        client = _client(row) if row["client_id"] is not None else None
+        return client, bool(row["revoked"])
 
     async def list(self) -> list[Client]:
         rows = await self.db.fetch(f"SELECT {_CLIENT_COLUMNS} FROM clients ORDER BY client_id")

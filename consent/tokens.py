@@ -36,6 +36,9 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 TOKEN_LIFETIME = 300
 MAX_ASSERTION_LIFETIME = 300
 MAX_TOKEN_BYTES = 8192
+
+#: Access tokens whose verified signature a worker remembers (about 2 KiB each).
+VERIFIED_SIGNATURES_CACHED = 4096
 SKEW = 30
 DPOP_WINDOW = 60
 CONSENT_DETAIL_TYPE = "oncevault_consent"
@@ -144,6 +147,9 @@ class TokenService:
         self.keyring = keyring
         self.issuer = issuer
         self.token_endpoint = issuer + "/oauth/token"
+        # Verified signatures, never authorization: token -> (kid, claims). Every
+        # claim check, the revoked-jti lookup and the live client run on each call.
+        self._verified: dict[str, tuple[str, dict[str, Any]]] = {}
 
     # -- client authentication (RFC 7523) ------------------------------------------------
 
@@ -351,14 +357,7 @@ class TokenService:
             raise TokenInvalid("use Bearer or DPoP")
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenInvalid("token too large")
-        current = self.keyring.current_kid("at")
-        keys = {current: self.keyring.public_keys("at")[current]}
-        try:
-            _, claims = crypto.verify_jws(
-                token, keys=keys, typ=ACCESS_TOKEN_TYP, allowed_kid_prefix="at-"
-            )
-        except InvalidJWS as exc:
-            raise TokenInvalid(str(exc)) from None
+        claims = self._verified_claims(token)
         if claims.get("iss") != self.issuer:
             raise TokenInvalid("wrong issuer")
         if claims.get("aud") != self.issuer:  # a list is wrong too
@@ -376,7 +375,10 @@ class TokenService:
         jti = claims.get("jti")
         if not isinstance(jti, str):
             raise TokenInvalid("jti missing")
-        if await self.replay.is_revoked(jti):
+        # The live registration and the revocation list, in one query: disabled,
+        # unapproved or deleted clients and revoked tokens fail now.
+        client, revoked = await self.clients.get_for_token(client_id, jti)
+        if revoked:
             raise TokenInvalid("token revoked")
         scope_claim = claims.get("scope")
         if not isinstance(scope_claim, str):
@@ -393,8 +395,6 @@ class TokenService:
                 raise DPoPInvalid("proof key does not match the token")
         elif scheme != "bearer":
             raise TokenInvalid("an unbound token uses the Bearer scheme")
-        # The live registration: disabled, unapproved or deleted clients fail now.
-        client = await self.clients.get(client_id)
         if client is None or not client.may_obtain_tokens:
             raise TokenInvalid("client disabled")
         consent_id = claims.get("consent_id")
@@ -405,6 +405,33 @@ class TokenService:
             jti=jti,
             expires_at=exp,
         )
+
+    def _verified_claims(self, token: str) -> dict[str, Any]:
+        """The payload of an access token whose signature verifies under the current
+        ``at-`` key. A signature once verified is remembered (bounded, keyed by the
+        whole token and the key id) because it cannot change; nothing else is."""
+        current = self.keyring.current_kid("at")
+        cached = self._verified.get(token)
+        if cached is not None and cached[0] == current:
+            return cached[1]
+        keys = {current: self.keyring.public_keys("at")[current]}
+        try:
+            _, claims = crypto.verify_jws(
+                token, keys=keys, typ=ACCESS_TOKEN_TYP, allowed_kid_prefix="at-"
+            )
+        except InvalidJWS as exc:
+            raise TokenInvalid(str(exc)) from None
+        if len(self._verified) >= VERIFIED_SIGNATURES_CACHED:
+            now = self.clock.now_ms() // 1000
+            live = [
+                (t, entry)
+                for t, entry in self._verified.items()
+                if (_int_claim(entry[1], "exp") or 0) > now
+            ]
+            # Still full: keep the newest three quarters (insertion order).
+            self._verified = dict(live[-(VERIFIED_SIGNATURES_CACHED * 3 // 4) :])
+        self._verified[token] = (current, claims)
+        return claims
 
     async def verify_dpop(self, proof: str, *, htm: str, htu: str, token: str | None) -> str:
         """RFC 9449 §4.3; returns the proof key's thumbprint. Refusals raise DPoPInvalid

@@ -12,6 +12,7 @@ import pytest
 from tests.e2e.conftest import Platform
 from tests.helpers.clients import TestClient
 from vault import crypto
+from vault.clock import ManualClock
 from vault.service import Actor
 
 CONSENT_ROUTE = "/v1/consents/cns_doesnotexist"
@@ -392,3 +393,45 @@ async def test_metadata_and_jwks(platform: Platform) -> None:
     keys = (await platform.http.get("/.well-known/jwks.json")).json()["keys"]
     assert {k["kid"][:3] for k in keys} == {"at-", "rc-", "cp-"}
     assert all(k["use"] == "sig" and "d" not in k for k in keys)
+
+
+async def test_a_remembered_signature_never_outlives_revocation_or_expiry(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers remember verified signatures (consent/tokens.py), never authorization:
+    a token already accepted is refused at once when revoked or expired (disabled
+    clients: test_disabling_a_client_kills_its_token_at_once)."""
+    tokens = platform.runtime.tokens
+    assert tokens is not None
+    revoked, expiring = await platform.token("kbank"), await platform.token("kbank")
+    for token in (revoked, expiring):
+        assert (await _status(platform, token))[0] == 404  # accepted: signature remembered
+
+    form = platform.clients["kbank"].token_form(platform.issuer)
+    form.pop("grant_type")
+    form["token"] = revoked
+    assert (await platform.http.post("/oauth/revoke", data=form)).status_code == 200
+    status, body, _ = await _status(platform, revoked)
+    assert (status, body["code"]) == (401, "invalid_token")
+
+    assert (await _status(platform, expiring))[0] == 404
+    later = ManualClock(start_ms=platform.runtime.clock.now_ms() + 301_000)
+    monkeypatch.setattr(tokens, "clock", later)
+    status, body, _ = await _status(platform, expiring)
+    assert (status, body["code"]) == (401, "invalid_token")
+
+
+async def test_the_signature_cache_is_bounded(platform: Platform) -> None:
+    from consent.tokens import VERIFIED_SIGNATURES_CACHED  # noqa: PLC0415
+
+    tokens = platform.runtime.tokens
+    assert tokens is not None
+    token = await platform.token("kbank")
+    assert (await _status(platform, token))[0] == 404
+    assert token in tokens._verified  # white box: the cache this test bounds
+    for n in range(VERIFIED_SIGNATURES_CACHED + 10):  # fill it with other live tokens
+        tokens._verified[f"x{n}"] = ("at-x", {"exp": 2**40})
+    fresh = await platform.token("kbank")
+    assert (await _status(platform, fresh))[0] == 404
+    assert len(tokens._verified) <= VERIFIED_SIGNATURES_CACHED
+    assert fresh in tokens._verified
