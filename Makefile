@@ -45,20 +45,31 @@ format: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-## make bench: short runs of the benchmarks in bench/ (about 3 minutes; numbers in
-## docs/performance.md). PostgreSQL rows need ONCEVAULT_TEST_POSTGRES_DSN, as for make test.
+## make bench: the headline comparison (audited reads, oncevault against OpenBao, below:
+## 3 alternated rounds, medians), then short runs of the other benchmarks in bench/
+## (about 7 minutes; numbers in docs/performance.md). PostgreSQL rows need
+## ONCEVAULT_TEST_POSTGRES_DSN, as for make test. Not part of make test.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python bench/vs_openbao.py $(BENCH_OPENBAO_ARGS)
 	$(BIN)/python bench/asgi_servers.py --duration 3 --rounds 1
 	$(BIN)/python bench/vault_records.py --duration 5
 	$(BIN)/python bench/audit_append.py --duration 3
 
 ## make bench-scale: build once (kept in bench/results/, gitignored) a 1,000,000-entry
-## audit log in SQLite, then time inclusion and consistency proofs on it. Not part of
-## make test. Add PostgreSQL with BENCH_SCALE_ARGS='--postgres DSN'.
+## audit log in SQLite, then time inclusion and consistency proofs on it; then
+## bench/scale.py: bulk issuance through POST /v1/records:batch, read latency as the vault
+## grows to 10^3..10^6 citizens (seeding stops at a 25-minute budget), RSS per worker
+## (about 45 minutes in all). Not part of make test. Add PostgreSQL to the proofs with
+## BENCH_SCALE_ARGS='--postgres DSN'; pass bench/scale.py options with
+## BENCH_SCALE_VAULT_ARGS ('--quick' for a run of a few minutes, '--sizes 1000,100000',
+## '--write-doc' to rewrite its numbers block in docs/performance.md).
 BENCH_SCALE_ARGS ?=
+BENCH_SCALE_VAULT_ARGS ?=
 bench-scale: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/audit_scale.py $(BENCH_SCALE_ARGS)
+	$(BIN)/python bench/scale.py $(BENCH_SCALE_VAULT_ARGS)
 
 ## make browser-deps: Debian's Chromium and the Nanum fonts (Korean renders as boxes
 ## without them) for the browser tests in tests/web; never a downloaded browser.

@@ -365,8 +365,10 @@ class Oncevault:
         workers: int,
         rate_limit: int,
         dek_cache: float,
+        synchronous: str = "FULL",
     ) -> None:
         self.workdir = workdir
+        self.synchronous = synchronous
         self.citizens = citizens
         self.engine = engine
         self.postgres_dsn = postgres_dsn
@@ -375,6 +377,7 @@ class Oncevault:
         self.env = clean_env(
             ONCEVAULT_DEK_CACHE_SECONDS=repr(dek_cache),
             ONCEVAULT_RATE_LIMIT_PER_MINUTE=str(rate_limit),
+            ONCEVAULT_SQLITE_SYNCHRONOUS=synchronous,
         )
         self.schema: str | None = None
         self.database_url = ""
@@ -603,12 +606,11 @@ class Oncevault:
         return problems
 
     def sqlite_synchronous(self) -> str:
-        """What a fresh connection to the app's database file reports (the app sets none)."""
+        """The file's journal mode and the synchronous pragma the app's connections set."""
         path = self.data_dir / "oncevault.sqlite"
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-            sync = db.execute("PRAGMA synchronous").fetchone()[0]
-        return f"journal_mode={mode}, synchronous={ {0: 'OFF', 1: 'NORMAL', 2: 'FULL', 3: 'EXTRA'}[sync] }"
+        return f"journal_mode={mode}, synchronous={self.synchronous}"
 
 
 class OpenBao:
@@ -1039,6 +1041,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="local",
         help="transit: DEKs wrapped by the OpenBao server under test (its root token)",
     )
+    parser.add_argument(
+        "--synchronous",
+        choices=("FULL", "NORMAL"),
+        default="FULL",
+        help="ONCEVAULT_SQLITE_SYNCHRONOUS (FULL: fsync at every COMMIT)",
+    )
     parser.add_argument("--only", choices=("oncevault", "openbao"), help="load one system only")
     parser.add_argument("--write-doc", action="store_true", help="update docs/performance.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -1071,6 +1079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             rate_limit=args.rate_limit,
             dek_cache=args.dek_cache,
+            synchronous=args.synchronous,
         )
         (workdir / "oncevault").mkdir()
         if args.probe is not None:
@@ -1103,7 +1112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"load avg {', '.join(f'{x:.2f}' for x in os.getloadavg())} after seeding."
             )
             database = (
-                f"SQLite ({ours.sqlite_synchronous()}; the app sets no synchronous pragma)"
+                f"SQLite ({ours.sqlite_synchronous()}, ONCEVAULT_SQLITE_SYNCHRONOUS)"
                 if args.engine == "sqlite"
                 else "PostgreSQL (fresh schema via ?search_path=)"
             )

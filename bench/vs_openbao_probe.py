@@ -73,8 +73,6 @@ def _is_coroutine_function(func: Any) -> bool:
 
 def install() -> None:
     """Wrap the read path's steps (called in each worker after fork)."""
-    from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction  # noqa: PLC0415
-
     import api.ratelimit  # noqa: PLC0415
     import audit.log  # noqa: PLC0415
     import consent.reads  # noqa: PLC0415
@@ -100,9 +98,8 @@ def install() -> None:
         (consent.service.ConsentService, "count_fetch", "unit: count_fetch"),
         (audit.log.AuditLog, "append", "unit: audit append"),
         (vault.service.VaultService, "open_record", "read: decrypt (open_record)"),
-        (SQLiteEngine, "get_connection", "sqlite: new connection (+thread)"),
-        (SQLiteTransaction, "begin", "sqlite: BEGIN (write-lock wait)"),
-        (SQLiteTransaction, "commit", "sqlite: COMMIT (fsync)"),
+        (vault.storage.Database, "_begin_immediate", "sqlite: flock + BEGIN IMMEDIATE (wait)"),
+        (vault.storage.Database, "_on_writer_thread", "sqlite: writer thread (BEGIN, COMMIT)"),
         (vault.storage.Database, "_run", "db: statements (fetch/execute)"),
         (vault.storage.Database, "executemany", "db: executemany"),
     ]
