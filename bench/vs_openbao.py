@@ -1089,6 +1089,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             (site / "sitecustomize.py").write_text(probe.sitecustomize_text())
             ours.env["PYTHONPATH"] = str(site)
             ours.env["VS_OPENBAO_PROBE_DIR"] = str(args.probe.resolve())
+            if os.environ.get("VS_OPENBAO_PROBE_SQL"):
+                ours.env["VS_OPENBAO_PROBE_SQL"] = "1"
         theirs = OpenBao(workdir / "openbao", citizens=args.citizens)
         runs: dict[str, list[Run]] = {"oncevault": [], "openbao": []}
         try:

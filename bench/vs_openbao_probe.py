@@ -105,6 +105,18 @@ def install() -> None:
     ]
     for owner, name, label in steps:
         _wrap(owner, name, label)
+    if os.environ.get("VS_OPENBAO_PROBE_SQL"):  # one line per statement text
+        original_run = vault.storage.Database._run
+
+        async def run_sql(self: Any, sql: str, args: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await original_run(self, sql, args)
+            finally:
+                _add("sql: " + " ".join(sql.split())[:60], time.perf_counter() - start)
+
+        run_sql.__probe__ = True  # type: ignore[attr-defined]
+        vault.storage.Database._run = run_sql  # type: ignore[method-assign]
     original_batch = audit.log.AuditLog._commit_batch
 
     async def commit_batch(self: Any, batch: list[Any]) -> None:
