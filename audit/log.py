@@ -80,8 +80,14 @@ class AuditLog:
             await self.repo.lock_state()
             yield
 
-    async def append(self, drafts: Sequence[EntryDraft]) -> list[StoredEntry]:
-        """Append ``drafts`` in the caller's open transaction; return the stored entries."""
+    async def append(
+        self, drafts: Sequence[EntryDraft], *, validated: bool = False
+    ) -> list[StoredEntry]:
+        """Append ``drafts`` in the caller's open transaction; return the stored entries.
+
+        ``validated=True``: every draft has passed ``to_entry`` already (the group
+        commit validates each unit's drafts inside the unit).
+        """
         if not drafts:
             return []
         if not self.db.in_transaction():
@@ -92,7 +98,7 @@ class AuditLog:
         rows: list[tuple[dict[str, Any], bytes, bytes]] = []
         stored: list[StoredEntry] = []
         for offset, draft in enumerate(drafts):
-            entry = draft.to_entry(seq=state.size + offset, ts=ts)
+            entry = draft.to_entry(seq=state.size + offset, ts=ts, validate=not validated)
             leaf = leaf_bytes(entry, validated=True)
             digest = merkle.leaf_hash(leaf)
             rows.append((entry, leaf, digest))
@@ -160,7 +166,8 @@ class AuditLog:
                     await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
                     outcomes.append((True, (value, list(drafts))))
                 stored = await self.append(
-                    [draft for ok, result in outcomes if ok for draft in result[1]]
+                    [draft for ok, result in outcomes if ok for draft in result[1]],
+                    validated=True,
                 )
                 position = 0
                 for index, (ok, result) in enumerate(outcomes):

@@ -89,8 +89,9 @@ class EntryDraft:
     reason_code: str | None = None
     request_id: str | None = None
 
-    def to_entry(self, *, seq: int, ts: int) -> dict[str, Any]:
-        """The contract dict for this draft at ``seq``/``ts``; validated."""
+    def to_entry(self, *, seq: int, ts: int, validate: bool = True) -> dict[str, Any]:
+        """The contract dict for this draft at ``seq``/``ts``; validated unless the
+        caller has validated this draft already (only ``seq`` and ``ts`` differ)."""
         entry: dict[str, Any] = {
             "seq": seq,
             "ts": ts,
@@ -114,7 +115,8 @@ class EntryDraft:
             "reason_code": self.reason_code,
             "request_id": self.request_id,
         }
-        validate_entry(entry)
+        if validate:
+            validate_entry(entry)
         return entry
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -74,7 +75,9 @@ def items_to_text(items: Items) -> str:
     return json.dumps([[t, list(f)] for t, f in items], separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=4096)
 def items_from_text(text: str) -> Items:
+    """A consent's stored items (immutable tuples; memoised on the stored text)."""
     return tuple((str(t), tuple(str(x) for x in f)) for t, f in json.loads(text))
 
 
