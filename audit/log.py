@@ -32,10 +32,13 @@ from audit import merkle
 from audit.models import EntryDraft, StoredEntry, leaf_bytes
 from audit.repository import AuditRepository, TreeState
 from vault.clock import Clock
-from vault.errors import StorageError
+from vault.errors import ConnectionLostBeforeCommit, StorageError
 from vault.storage import Database
 
 log = structlog.get_logger(__name__)
+
+#: Times a batch runs again after losing its connection before COMMIT was sent.
+BATCH_RETRIES = 2
 
 T = TypeVar("T")
 
@@ -65,6 +68,7 @@ class AuditLog:
         self._frontier: list[bytes] = []
         self.batches = 0
         self.committed_units = 0
+        self.retried_batches = 0
 
     # -- direct append, inside the caller's transaction -----------------------------
 
@@ -146,52 +150,72 @@ class AuditLog:
             await self._commit_batch(batch)
 
     async def _commit_batch(self, batch: list[_Unit[Any]]) -> None:
+        """Commit ``batch``; run it again on a new connection when the connection was
+        lost before COMMIT was sent (everything was rolled back), at most
+        ``BATCH_RETRIES`` times. A failure at or after COMMIT is never retried: the
+        batch may have committed, so its callers get :class:`StorageError` (503)."""
+        for attempt in range(BATCH_RETRIES + 1):
+            try:
+                outcomes = await self._try_batch(batch)
+            except ConnectionLostBeforeCommit as exc:
+                self._frontier_size = -1
+                if attempt < BATCH_RETRIES:
+                    self.retried_batches += 1
+                    log.warning("audit.batch_retried", units=len(batch), attempt=attempt + 1)
+                    continue
+                failure: StorageError = exc
+            except Exception as exc:  # noqa: BLE001 - commit failed: nobody's unit is durable
+                self._frontier_size = -1
+                failure = exc if isinstance(exc, StorageError) else StorageError("commit failed")
+                log.warning("audit.batch_failed", error=exc.__class__.__name__, units=len(batch))
+            else:
+                self.batches += 1
+                self.committed_units += sum(1 for ok, _ in outcomes if ok)
+                for unit, (ok, result) in zip(batch, outcomes, strict=True):
+                    if unit.future.done():
+                        continue
+                    if ok:
+                        unit.future.set_result(result)
+                    else:
+                        unit.future.set_exception(result)
+                return
+            for unit in batch:
+                if not unit.future.done():
+                    unit.future.set_exception(failure)
+            return
+
+    async def _try_batch(self, batch: list[_Unit[Any]]) -> list[tuple[bool, Any]]:
         """One transaction for the batch: each unit in its own savepoint, then ONE
         append of every unit's entries as the last statements before COMMIT."""
         outcomes: list[tuple[bool, Any]] = []
-        try:
-            async with self.transaction():
-                for index, unit in enumerate(batch):
-                    savepoint = f"unit_{index}"
-                    await self.db.execute(f"SAVEPOINT {savepoint}")
-                    try:
-                        value, drafts = await unit.work()
-                        for draft in drafts:  # a bad entry fails its own unit, not the batch
-                            draft.to_entry(seq=0, ts=0)
-                    except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
-                        await self.db.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
-                        await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
-                        outcomes.append((False, exc))
-                        continue
+        async with self.transaction():
+            for index, unit in enumerate(batch):
+                savepoint = f"unit_{index}"
+                await self.db.execute(f"SAVEPOINT {savepoint}")
+                try:
+                    value, drafts = await unit.work()
+                    for draft in drafts:  # a bad entry fails its own unit, not the batch
+                        draft.to_entry(seq=0, ts=0)
+                except ConnectionLostBeforeCommit:
+                    raise  # the whole batch runs again
+                except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
+                    await self.db.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
                     await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
-                    outcomes.append((True, (value, list(drafts))))
-                stored = await self.append(
-                    [draft for ok, result in outcomes if ok for draft in result[1]],
-                    validated=True,
-                )
-                position = 0
-                for index, (ok, result) in enumerate(outcomes):
-                    if ok:
-                        value, drafts = result
-                        outcomes[index] = (True, (value, stored[position : position + len(drafts)]))
-                        position += len(drafts)
-        except Exception as exc:  # noqa: BLE001 - commit failed: nobody's unit is durable
-            self._frontier_size = -1
-            error = exc if isinstance(exc, StorageError) else StorageError("commit failed")
-            log.warning("audit.batch_failed", error=exc.__class__.__name__, units=len(batch))
-            for unit in batch:
-                if not unit.future.done():
-                    unit.future.set_exception(error)
-            return
-        self.batches += 1
-        self.committed_units += sum(1 for ok, _ in outcomes if ok)
-        for unit, (ok, result) in zip(batch, outcomes, strict=True):
-            if unit.future.done():
-                continue
-            if ok:
-                unit.future.set_result(result)
-            else:
-                unit.future.set_exception(result)
+                    outcomes.append((False, exc))
+                    continue
+                await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
+                outcomes.append((True, (value, list(drafts))))
+            stored = await self.append(
+                [draft for ok, result in outcomes if ok for draft in result[1]],
+                validated=True,
+            )
+            position = 0
+            for index, (ok, result) in enumerate(outcomes):
+                if ok:
+                    value, drafts = result
+                    outcomes[index] = (True, (value, stored[position : position + len(drafts)]))
+                    position += len(drafts)
+        return outcomes
 
     async def close(self) -> None:
         """Wait for queued units to commit."""

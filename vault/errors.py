@@ -71,6 +71,11 @@ class StorageError(OncevaultError):
     code = "unavailable"
 
 
+class ConnectionLostBeforeCommit(StorageError):
+    """The database connection failed inside a transaction before COMMIT was sent:
+    the server rolled everything back, so the work may run again on a new connection."""
+
+
 class InvalidSubject(OncevaultError):
     """The subject is not a valid ``{"nid": ...}`` or ``{"ci": ...}``."""
 

@@ -27,6 +27,7 @@ event loop (docs/performance.md, "SQLite on the event loop"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import fcntl
 import os
@@ -45,7 +46,7 @@ from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 from piccolo.table import Table
 
-from vault.errors import StorageError
+from vault.errors import ConnectionLostBeforeCommit, StorageError
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -385,17 +386,29 @@ class Database:
         pool = engine.pool
         if pool is None:
             raise StorageError("database not started")
+        commit_sent = False
         try:
-            async with pool.acquire() as connection, connection.transaction():
+            async with pool.acquire() as connection:
+                transaction = connection.transaction()
+                await transaction.start()
                 token = engine.current_transaction.set(
                     _PooledTransaction(connection)  # type: ignore[arg-type]
                 )
                 try:
                     yield
+                except BaseException:
+                    with contextlib.suppress(*_CONNECTION_FAILURES):
+                        await transaction.rollback()
+                    raise
                 finally:
                     engine.current_transaction.reset(token)
+                commit_sent = True
+                await transaction.commit()
         except _CONNECTION_FAILURES as exc:
-            raise StorageError(f"database connection lost ({exc.__class__.__name__})") from None
+            name = exc.__class__.__name__
+            if commit_sent:  # COMMIT may or may not have happened: never run it again
+                raise StorageError(f"database connection lost at COMMIT ({name})") from None
+            raise ConnectionLostBeforeCommit(f"database connection lost ({name})") from None
 
     def in_transaction(self) -> bool:
         """True inside :meth:`transaction` on this task."""
@@ -479,7 +492,9 @@ class Database:
         except _CONNECTION_FAILURES as exc:
             # A terminated backend or a broken pool connection: nothing to serve from,
             # fail closed with a domain error (503); the pool replaces the connection.
-            raise StorageError(f"database connection lost ({exc.__class__.__name__})") from None
+            # Inside a transaction nothing was committed yet: the work may run again.
+            error = ConnectionLostBeforeCommit if transaction is not None else StorageError
+            raise error(f"database connection lost ({exc.__class__.__name__})") from None
         return [dict(record) for record in records]
 
     async def _sqlite_pragma(self, query: str) -> list[dict[str, Any]]:

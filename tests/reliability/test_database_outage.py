@@ -10,16 +10,19 @@ backend of the server is terminated several times (one run, shared by the tests 
 - the log's seqs are 0..N-1 and `oncevault audit verify` passes;
 - the service recovers without a restart: afterwards every request succeeds.
 
-Observed behaviour of the code (at c756406): there is no retry anywhere. A failure
-inside a group-committed unit or at its COMMIT fails the whole batch with
-`StorageError` -> 503 `unavailable` with Retry-After, whether or not COMMIT had been
-sent (so a 503 read may still have its `ok` entry: recorded, not served); a statement
-outside a transaction (token verification, the token endpoint's client lookup, the
-read path's step 1, citizen resolution, the rate limiter) that hits a terminated
-backend is `StorageError` -> 503 too (`Database._run`; before c756406 asyncpg's
-`ConnectionDoesNotExistError` / `InternalClientError` escaped as 500, which this test
-found). asyncpg's pool replaces dead connections on the next acquire: the service
-recovers by itself, without a restart.
+Behaviour of the code: a group-committed batch whose connection is lost before
+COMMIT was sent (a unit's statement, BEGIN, or the append failed on a terminated
+backend) was rolled back by the server, so `AuditLog` runs it again on a new
+connection (at most twice; `tests/integration/audit/test_log.py` pins both sides:
+retried before COMMIT, never after). A failure at COMMIT, or a batch that keeps
+failing, gives `StorageError` -> 503 `unavailable` with Retry-After (a 503 read may
+still have its `ok` entry: recorded, not served). A statement outside a transaction
+(token verification, the token endpoint's client lookup, the read path's step 1,
+citizen resolution, the rate limiter) and a direct transaction (approvals, puts' DEK
+creation) that hit a terminated backend are `StorageError` -> 503 too, not retried
+(before c756406 asyncpg's `ConnectionDoesNotExistError` / `InternalClientError`
+escaped as 500, which this test found). asyncpg's pool replaces dead connections on
+the next acquire: the service recovers by itself, without a restart.
 
 A transaction whose BEGIN, COMMIT or ROLLBACK failed on a terminated backend used to
 keep its pool connection for good (Piccolo's `PostgresTransaction` released it only

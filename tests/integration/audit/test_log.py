@@ -144,3 +144,100 @@ async def test_append_outside_a_transaction_is_refused(database: Database) -> No
     audit = AuditLog(database=database, clock=ManualClock())
     with pytest.raises(RuntimeError, match="open transaction"):
         await audit.append([draft(1)])
+
+
+async def _kill_own_backend(database: Database) -> None:
+    await database.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+async def test_a_batch_that_lost_its_connection_before_commit_runs_again(
+    database: Database,
+) -> None:
+    """PostgreSQL: a backend terminated inside the batch (before COMMIT was sent)
+    rolled everything back, so the group commit runs the batch again on a new
+    connection: every caller gets its result, each action and entry exactly once."""
+    if database.dialect != "postgres":
+        pytest.skip("terminating a backend is PostgreSQL's failure")
+    await database.execute("CREATE TABLE IF NOT EXISTS retry_marks (n INTEGER PRIMARY KEY)")
+    audit = AuditLog(database=database, clock=ManualClock())
+    runs: list[int] = []
+
+    async def unit(i: int) -> int:
+        async def work() -> tuple[int, Sequence[EntryDraft]]:
+            runs.append(i)
+            await database.execute("INSERT INTO retry_marks (n) VALUES ($1)", i)
+            if i == 3 and runs.count(3) == 1:
+                await _kill_own_backend(database)  # the connection dies mid-batch
+            return i, [draft(i, request_id=f"req_{i}")]
+
+        value, entries = await audit.run(work)
+        assert value == i
+        return entries[0].seq
+
+    seqs = await asyncio.gather(*(unit(i) for i in range(8)))
+    assert sorted(seqs) == list(range(8))
+    assert audit.retried_batches >= 1
+    assert runs.count(3) == 2, "unit 3 ran again after the rollback"
+    marks = await database.fetch("SELECT n FROM retry_marks ORDER BY n")
+    assert [row["n"] for row in marks] == list(range(8)), "each action exactly once"
+    assert [s for s, _ in await _all_leaves(database)] == list(range(8))
+
+
+async def test_a_connection_lost_at_commit_is_never_run_again(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the connection fails once COMMIT was sent the batch may have committed:
+    its callers get StorageError (503) and nothing runs a second time."""
+    if database.dialect != "postgres":
+        pytest.skip("PostgreSQL's transaction path")
+    import asyncpg  # noqa: PLC0415
+
+    from vault.errors import ConnectionLostBeforeCommit, StorageError  # noqa: PLC0415
+
+    original_commit = asyncpg.transaction.Transaction.commit
+
+    async def commit_then_lose_the_connection(self: asyncpg.transaction.Transaction) -> None:
+        await original_commit(self)  # committed on the server ...
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("lost after COMMIT")  # ... unseen
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "commit", commit_then_lose_the_connection)
+    audit = AuditLog(database=database, clock=ManualClock())
+    runs = 0
+
+    async def work() -> tuple[int, Sequence[EntryDraft]]:
+        nonlocal runs
+        runs += 1
+        return 1, [draft(1)]
+
+    with pytest.raises(StorageError) as caught:
+        await audit.run(work)
+    assert not isinstance(caught.value, ConnectionLostBeforeCommit)
+    assert runs == 1 and audit.retried_batches == 0
+    monkeypatch.undo()
+    assert [s for s, _ in await _all_leaves(database)] == [0], "recorded once, not served"
+
+
+async def test_twin_without_retries_the_callers_see_the_lost_connection(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The twin of the retry test: with the guard removed (no retries) the same
+    failure reaches every caller of the batch as a 503-class StorageError."""
+    if database.dialect != "postgres":
+        pytest.skip("terminating a backend is PostgreSQL's failure")
+    import audit.log  # noqa: PLC0415
+    from vault.errors import StorageError  # noqa: PLC0415
+
+    monkeypatch.setattr(audit.log, "BATCH_RETRIES", 0)
+    log = AuditLog(database=database, clock=ManualClock())
+    killed = False
+
+    async def work() -> tuple[int, Sequence[EntryDraft]]:
+        nonlocal killed
+        if not killed:
+            killed = True
+            await _kill_own_backend(database)
+        return 1, [draft(1)]
+
+    with pytest.raises(StorageError, match="connection lost"):
+        await log.run(work)
+    assert await _all_leaves(database) == []
