@@ -66,7 +66,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -477,17 +477,24 @@ class Oncevault:
         )
 
     async def _token(
-        self, http: httpx.AsyncClient, client: TestClient, consent_id: str | None = None
+        self,
+        http: httpx.AsyncClient,
+        client: TestClient,
+        consent_id: str | None = None,
+        *,
+        dpop: Callable[[], str] | None = None,
     ) -> str:
-        form = client.token_form(self.url, consent_id=consent_id)
+        """An access token for ``client``; ``dpop`` makes a fresh DPoP proof for each
+        attempt (a DPoP-bound token, bench/dpop_reads.py)."""
         for attempt in range(5):
-            response = await http.post("/oauth/token", data=form)
+            form = client.token_form(self.url, consent_id=consent_id)
+            headers = {"DPoP": dpop()} if dpop is not None else None
+            response = await http.post("/oauth/token", data=form, headers=headers)
             if response.status_code == 200:
                 return str(response.json()["access_token"])
             if response.status_code != 503 or attempt == 4:
                 raise RuntimeError(f"token for {client.client_id}: {response.text}")
             await asyncio.sleep(0.2)
-            form = client.token_form(self.url, consent_id=consent_id)
         raise AssertionError("unreachable")
 
     # -- seeding
