@@ -31,8 +31,11 @@ def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
 
 
 async def client_principal(
-    request: Request[Any, Any, Any], role: str, *, rate_limit: bool = True
+    request: Request[Any, Any, Any], role: str, *, in_unit: bool = False
 ) -> AccessPrincipal:
+    """The verified caller. ``in_unit=True``: the route's own group-committed unit
+    counts the rate limit and records the DPoP proof's single use (:func:`unit_gate`),
+    so neither costs a transaction and COMMIT of its own."""
     runtime = runtime_of(request)
     assert runtime.tokens is not None
     principal = await runtime.tokens.verify(
@@ -40,10 +43,11 @@ async def client_principal(
         dpop_proof=request.headers.get("dpop"),
         htm=request.method,
         htu=runtime.settings.issuer + request.url.path,
+        defer_proof_use=in_unit,
     )
     if role not in principal.scope:
         raise Forbidden(f"this route needs the {role} role")
-    if rate_limit:
+    if not in_unit:
         await enforce_rate_limit(runtime, principal.client.client_id, "api")
     return principal
 
@@ -68,27 +72,36 @@ async def enforce_rate_limit(runtime: Runtime, client_id: str, scope: str) -> No
 
 
 def require(
-    role: str, *, rate_limit: bool = True
+    role: str, *, in_unit: bool = False
 ) -> Callable[[Request[Any, Any, Any]], Awaitable[AccessPrincipal]]:
     """A dependency provider: ``Provide(require("consumer"))``.
 
-    ``rate_limit=False`` is for routes that count the request inside their own
-    group-committed unit (the consented reads), so it costs no extra COMMIT.
+    ``in_unit=True`` is for routes that run :func:`unit_gate` inside their own
+    group-committed unit (the consented reads): the rate limit and a DPoP proof's
+    single use are recorded there, at no extra COMMIT.
     """
 
     async def provide(request: Request[Any, Any, Any]) -> AccessPrincipal:
-        return await client_principal(request, role, rate_limit=rate_limit)
+        return await client_principal(request, role, in_unit=in_unit)
 
     return provide
 
 
-def rate_gate(
-    request: Request[Any, Any, Any], client_id: str
+def unit_gate(
+    request: Request[Any, Any, Any], principal: AccessPrincipal
 ) -> Callable[[], Awaitable[OncevaultError | None]]:
-    """The rate-limit check to run inside a unit: an error to answer with, or None."""
+    """What a ``require(..., in_unit=True)`` route runs first inside its unit: record
+    the DPoP proof's single use, then count the rate limit. Returns the error to
+    answer with (a replayed proof, the limit reached), or None."""
     runtime = runtime_of(request)
+    client_id = principal.client.client_id
 
     async def gate() -> OncevaultError | None:
+        if principal.proof_use is not None:
+            assert runtime.tokens is not None
+            replayed = await runtime.tokens.use_proof_here(principal.proof_use)
+            if replayed is not None:
+                return replayed
         limiter = runtime.rate_limiter
         if limiter is None or not limiter.enabled:
             return None

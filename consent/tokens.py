@@ -93,14 +93,32 @@ class TokenResponse:
 
 
 @dataclass(frozen=True)
+class ProofUse:
+    """A verified DPoP proof whose single use is still to be recorded (``jti`` in
+    ``scope`` until ``expires_at``), inside the caller's unit of work."""
+
+    scope: str
+    jti: str
+    expires_at: int
+    now: int
+
+
+@dataclass(frozen=True)
 class AccessPrincipal:
-    """A verified access token plus the client's live registration."""
+    """A verified access token plus the client's live registration.
+
+    ``proof_use`` is set when :meth:`TokenService.verify` was asked to defer the DPoP
+    proof's replay record: the caller must record it (:meth:`TokenService.use_proof_here`)
+    in the same transaction as the request's effect, and refuse the request if the
+    proof was seen before.
+    """
 
     client: Client
     scope: frozenset[str]
     consent_id: str | None
     jti: str
     expires_at: int
+    proof_use: ProofUse | None = None
 
 
 def _int_claim(payload: Mapping[str, Any], name: str) -> int | None:
@@ -346,8 +364,14 @@ class TokenService:
         dpop_proof: str | None,
         htm: str,
         htu: str,
+        defer_proof_use: bool = False,
     ) -> AccessPrincipal:
-        """Verify the ``Authorization`` header of a resource request (DESIGN section 6)."""
+        """Verify the ``Authorization`` header of a resource request (DESIGN section 6).
+
+        ``defer_proof_use=True``: a DPoP proof is checked completely but its single use
+        is returned as ``proof_use`` for the caller's unit to record (no transaction of
+        its own).
+        """
         now = self.clock.now_ms() // 1000
         if not authorization:
             raise TokenInvalid("missing access token")
@@ -384,15 +408,20 @@ class TokenService:
         if not isinstance(scope_claim, str):
             raise TokenInvalid("scope missing")
         cnf = claims.get("cnf")
+        proof_use: ProofUse | None = None
         if cnf is not None:
             jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
             if scheme != "dpop" or not isinstance(jkt, str):
                 raise TokenInvalid("a DPoP-bound token must be sent with the DPoP scheme")
             if dpop_proof is None:
                 raise DPoPInvalid("missing DPoP proof")
-            proof_jkt = await self.verify_dpop(dpop_proof, htm=htm, htu=htu, token=token)
+            proof_jkt, proof_use = self._check_dpop(dpop_proof, htm=htm, htu=htu, token=token)
             if proof_jkt != jkt:
                 raise DPoPInvalid("proof key does not match the token")
+            if not defer_proof_use:
+                refused = await self._use_proof(proof_use, here=False)
+                if refused is not None:
+                    raise refused
         elif scheme != "bearer":
             raise TokenInvalid("an unbound token uses the Bearer scheme")
         if client is None or not client.may_obtain_tokens:
@@ -404,6 +433,7 @@ class TokenService:
             consent_id=consent_id if isinstance(consent_id, str) else None,
             jti=jti,
             expires_at=exp,
+            proof_use=proof_use if defer_proof_use else None,
         )
 
     def _verified_claims(self, token: str) -> dict[str, Any]:
@@ -436,34 +466,51 @@ class TokenService:
     async def verify_dpop(self, proof: str, *, htm: str, htu: str, token: str | None) -> str:
         """RFC 9449 §4.3; returns the proof key's thumbprint. Refusals raise DPoPInvalid
         (OAuthError ``invalid_dpop_proof`` at the token endpoint)."""
-        now = self.clock.now_ms() // 1000
         try:
-            try:
-                header, claims = crypto.verify_jws_with_embedded_jwk(proof, typ=DPOP_TYP)
-            except InvalidJWS as exc:
-                raise DPoPInvalid(f"proof: {exc}") from None
-            if claims.get("htm") != htm:
-                raise DPoPInvalid("htm does not match the request")
-            if claims.get("htu") != htu:
-                raise DPoPInvalid("htu does not match the request")
-            iat = _int_claim(claims, "iat")
-            if iat is None or abs(now - iat) > DPOP_WINDOW:
-                raise DPoPInvalid("proof iat outside the accepted window")
-            if token is not None and claims.get("ath") != access_token_hash(token):
-                raise DPoPInvalid("ath does not match the access token")
-            jti = claims.get("jti")
-            if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
-                raise DPoPInvalid("proof jti missing")
-            jkt = crypto.jwk_thumbprint(header["jwk"])
-            if not await self.replay.use_once(
-                f"dpop:{jkt}", jti, (now + DPOP_WINDOW + SKEW) * 1000, now * 1000
-            ):
-                raise DPoPInvalid("proof replayed")
+            jkt, use = self._check_dpop(proof, htm=htm, htu=htu, token=token)
+            refused = await self._use_proof(use, here=False)
+            if refused is not None:
+                raise refused
             return jkt
         except DPoPInvalid as exc:
             if token is None:  # at the token endpoint: an RFC 6749-style error
                 raise OAuthError("invalid_dpop_proof", str(exc)) from None
             raise
+
+    async def use_proof_here(self, use: ProofUse) -> DPoPInvalid | None:
+        """Record a deferred proof's single use inside the caller's transaction; the
+        refusal to answer with when the proof was seen before."""
+        return await self._use_proof(use, here=True)
+
+    async def _use_proof(self, use: ProofUse, *, here: bool) -> DPoPInvalid | None:
+        record = self.replay.use_once_here if here else self.replay.use_once
+        if not await record(use.scope, use.jti, use.expires_at, use.now):
+            return DPoPInvalid("proof replayed")
+        return None
+
+    def _check_dpop(
+        self, proof: str, *, htm: str, htu: str, token: str | None
+    ) -> tuple[str, ProofUse]:
+        """Every check of RFC 9449 §4.3 but the replay: the thumbprint and the use to record."""
+        now = self.clock.now_ms() // 1000
+        try:
+            header, claims = crypto.verify_jws_with_embedded_jwk(proof, typ=DPOP_TYP)
+        except InvalidJWS as exc:
+            raise DPoPInvalid(f"proof: {exc}") from None
+        if claims.get("htm") != htm:
+            raise DPoPInvalid("htm does not match the request")
+        if claims.get("htu") != htu:
+            raise DPoPInvalid("htu does not match the request")
+        iat = _int_claim(claims, "iat")
+        if iat is None or abs(now - iat) > DPOP_WINDOW:
+            raise DPoPInvalid("proof iat outside the accepted window")
+        if token is not None and claims.get("ath") != access_token_hash(token):
+            raise DPoPInvalid("ath does not match the access token")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
+            raise DPoPInvalid("proof jti missing")
+        jkt = crypto.jwk_thumbprint(header["jwk"])
+        return jkt, ProofUse(f"dpop:{jkt}", jti, (now + DPOP_WINDOW + SKEW) * 1000, now * 1000)
 
     # -- revocation (RFC 7009) --------------------------------------------------------------------
 

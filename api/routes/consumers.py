@@ -8,7 +8,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
-from api.auth import rate_gate, request_id, require, runtime_of
+from api.auth import request_id, require, runtime_of, unit_gate
 from api.openapi import success
 from api.replay import idempotent
 from api.responses import ConsentBody, DataRead, DataReadOne, Event, EventPage
@@ -22,8 +22,9 @@ from vault.models import Subject
 from vault.service import Actor
 
 CONSUMER = {"principal": Provide(require("consumer"))}
-#: The consented reads count the rate limit inside their own unit (no extra COMMIT).
-READER = {"principal": Provide(require("consumer", rate_limit=False))}
+#: The consented reads count the rate limit and record a DPoP proof's single use
+#: inside their own unit (no extra COMMIT).
+READER = {"principal": Provide(require("consumer", in_unit=True))}
 ID = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 TYPE = Annotated[str, Parameter(max_length=64, pattern=r"^[a-z0-9_]+$")]
 
@@ -112,7 +113,7 @@ async def _read(
         client_id=principal.client.client_id,
         types=types,
         request_id=request_id(request),
-        gate=rate_gate(request, principal.client.client_id),
+        gate=unit_gate(request, principal),
     )
 
 

@@ -448,3 +448,54 @@ async def test_rate_limit_on_reads_is_counted_in_the_read_unit(home: Platform) -
         "rate_limited",
     )
     assert (await p.runtime.consents.repo.get(consent_id)).fetch_count == 2  # type: ignore[union-attr]
+
+
+async def test_dpop_bound_reads_record_the_proof_inside_the_read(home: Platform) -> None:
+    """A consented read with a DPoP-bound token records the proof's single use in the
+    read's own unit (no COMMIT of its own): the first use reads, a replay of the same
+    proof is 401 invalid_dpop_proof and is audited as a denied read."""
+    p = home
+    assert (await _issue(p, "nts", "income_certificate", INCOME)).status_code == 201
+    consent_id = await _approved(p)
+    kbank = p.clients["kbank"]
+    token_url = p.issuer + "/oauth/token"
+    issued = await p.http.post(
+        "/oauth/token",
+        data=kbank.token_form(p.issuer, scope="consumer", consent_id=consent_id),
+        headers={"DPoP": kbank.dpop("POST", token_url)},
+    )
+    assert issued.status_code == 200, issued.text
+    token = issued.json()["access_token"]
+    url = p.issuer + "/v1/data/income_certificate"
+    proof = kbank.dpop("GET", url, token=token)
+    batches = p.runtime.audit.batches
+    headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
+
+    first = await p.http.get("/v1/data/income_certificate", headers=headers)
+    assert first.status_code == 200, first.text
+    assert p.runtime.audit.batches == batches + 1, "one group-committed unit, nothing else"
+    replayed = await p.http.get("/v1/data/income_certificate", headers=headers)
+    assert (replayed.status_code, replayed.json()["code"]) == (401, "invalid_dpop_proof")
+    assert "DPoP" in replayed.headers["www-authenticate"]
+    denied = await _entry(p, int(replayed.headers["x-audit-seq"]))
+    assert (denied["action"], denied["outcome"], denied["reason_code"]) == (
+        "data.read",
+        "denied",
+        "invalid_dpop_proof",
+    )
+    fresh = await p.http.get(
+        "/v1/data/income_certificate",
+        headers={"Authorization": f"DPoP {token}", "DPoP": kbank.dpop("GET", url, token=token)},
+    )
+    assert fresh.status_code == 200
+    # Without a proof, with the Bearer scheme, or a proof for another URL: refused
+    # before any unit runs (nothing recorded).
+    before = (await p.runtime.audit.state()).size
+    for refused in (
+        {"Authorization": f"DPoP {token}"},
+        {"Authorization": f"Bearer {token}", "DPoP": kbank.dpop("GET", url, token=token)},
+        {"Authorization": f"DPoP {token}", "DPoP": kbank.dpop("GET", p.issuer + "/v1/data")},
+    ):
+        response = await p.http.get("/v1/data/income_certificate", headers=refused)
+        assert response.status_code == 401
+    assert (await p.runtime.audit.state()).size == before
