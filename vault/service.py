@@ -152,13 +152,17 @@ class VaultService:
         found = await self.repo.citizen_by_index(blind)
         if found is not None:
             return found
-        async with self.db.transaction():
-            return await self.repo.create_citizen(
-                citizen_id=new_id("cit"),
-                blind_index=blind,
-                kind=subject.kind,
-                now=self.clock.now_ms(),
+        citizen_id, now = new_id("cit"), self.clock.now_ms()
+
+        async def create() -> tuple[str, list[EntryDraft]]:
+            winner = await self.repo.create_citizen(
+                citizen_id=citizen_id, blind_index=blind, kind=subject.kind, now=now
             )
+            return winner, []
+
+        # A unit of the group commit: concurrent first requests share one COMMIT.
+        created, _ = await self.audit.run(create)
+        return created
 
     async def lookup(self, subject: Subject) -> str | None:
         """The citizen id for ``subject`` if one exists (never creates)."""
@@ -203,8 +207,12 @@ class VaultService:
             generation=1,
             created_at=self.clock.now_ms(),
         )
-        async with self.db.transaction():
-            inserted = await self.repo.insert_dek(candidate)
+
+        async def insert() -> tuple[bool, list[EntryDraft]]:
+            return await self.repo.insert_dek(candidate), []
+
+        # A unit of the group commit (the key provider was called before it).
+        inserted, _ = await self.audit.run(insert)
         if inserted:
             self.cache.put(candidate.dek_id, candidate.generation, dek)
             return candidate, dek

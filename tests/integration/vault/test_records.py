@@ -64,6 +64,23 @@ async def test_resolve_is_stable_and_lazy(vault: VaultService, database: Databas
     assert await _count(database, "SELECT count(*) AS n FROM citizen_index") == 3
 
 
+async def test_first_requests_share_commits(vault: VaultService, database: Database) -> None:
+    """New citizens and their first DEKs are created in group-committed units: twenty
+    concurrent first writes to twenty new citizens share COMMITs (and stay distinct)."""
+    before = vault.audit.batches
+    citizens = await asyncio.gather(
+        *(vault.resolve(Subject.parse({"nid": f"70010112345{i:02d}"})) for i in range(20))
+    )
+    assert len(set(citizens)) == 20
+    assert vault.audit.batches - before < 20
+    results = await asyncio.gather(
+        *(_put(vault, citizen, {"year": 2024, "total_income": 1}) for citizen in citizens)
+    )
+    assert results == [(1, True)] * 20
+    assert await _count(database, "SELECT count(*) AS n FROM deks") == 20
+    assert await _count(database, "SELECT count(*) AS n FROM citizens") == 20
+
+
 async def test_submit_once(vault: VaultService, database: Database) -> None:
     citizen = await vault.resolve(Subject.parse({"nid": CANARY_NID}))
     a = {"year": 2025, "total_income": 51_000_000, "employer": "ACME"}
