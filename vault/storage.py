@@ -336,6 +336,21 @@ class Database:
             if lock_fd is not None:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
+    def _drop_writer_if_broken(self, connection: sqlite3.Connection) -> None:
+        """After a failed BEGIN, COMMIT or ROLLBACK: a connection still inside a
+        transaction (or unusable) is closed, so the next transaction starts on a fresh
+        one instead of failing for ever."""
+        try:
+            if not connection.in_transaction:
+                connection.execute("SELECT 1").fetchall()
+                return
+        except sqlite3.Error:
+            pass
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
+        if self._writer is connection:
+            self._writer = None
+
     @asynccontextmanager
     async def _sqlite_transaction(self, *, write: bool) -> AsyncIterator[None]:
         if self._sqlite_tx.get() is not None:
@@ -351,18 +366,23 @@ class Database:
                 else:
                     connection.execute("BEGIN DEFERRED")
             except sqlite3.Error as exc:
+                self._drop_writer_if_broken(connection)
                 raise StorageError(f"database unavailable ({exc.__class__.__name__})") from None
             token = self._sqlite_tx.set(connection)
             try:
                 try:
                     yield
                 except BaseException:
-                    if connection.in_transaction:
-                        connection.rollback()
+                    try:
+                        if connection.in_transaction:
+                            connection.rollback()
+                    except sqlite3.Error:
+                        self._drop_writer_if_broken(connection)
                     raise
                 try:
                     await self._on_writer_thread(lambda: self._commit(connection, lock_fd))
                 except sqlite3.Error as exc:
+                    self._drop_writer_if_broken(connection)
                     raise StorageError(f"commit failed ({exc.__class__.__name__})") from None
             finally:
                 self._sqlite_tx.reset(token)

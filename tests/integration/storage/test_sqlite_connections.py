@@ -176,3 +176,27 @@ async def test_a_deleted_file_is_a_storage_error_not_a_new_database(tmp_path: Pa
     with pytest.raises(StorageError, match="does not exist"):
         await database.start()
     assert not (tmp_path / "missing.sqlite").exists()
+
+
+async def test_a_failed_commit_leaves_no_stuck_writer(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A COMMIT that fails and leaves the connection inside its transaction (an I/O
+    error) costs that transaction only: the next one starts on a fresh connection."""
+
+    def failing_commit(connection: sqlite3.Connection, lock_fd: int | None) -> None:
+        if lock_fd is not None:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Database, "_commit", staticmethod(failing_commit))
+
+    async def write(n: int) -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO t (n) VALUES ($1)", n)
+
+    with pytest.raises(StorageError, match="commit failed"):
+        await write(1)
+    monkeypatch.undo()
+    await write(2)
+    assert await db.fetch("SELECT n FROM t") == [{"n": 2}]
