@@ -66,10 +66,21 @@ class DekCache:
         )
         self.hits = 0
         self.misses = 0
+        self._next_sweep = 0
+
+    def _sweep(self, now: int) -> None:
+        """Drop every expired key, at most once per TTL: unwrapped keys do not outlive
+        their TTL in memory by more than one TTL, even when no one asks for them."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.ttl_ms
+        for key in [k for k, (_, expires) in self._entries.items() if expires <= now]:
+            del self._entries[key]
 
     def get(self, dek_id: str, generation: int) -> bytes | None:
         if self.ttl_ms <= 0:
             return None
+        self._sweep(self.clock.now_ms())
         key = (dek_id, generation)
         found = self._entries.get(key)
         if found is None or found[1] <= self.clock.now_ms():
@@ -83,7 +94,9 @@ class DekCache:
     def put(self, dek_id: str, generation: int, dek: bytes) -> None:
         if self.ttl_ms <= 0:
             return
-        self._entries[(dek_id, generation)] = (dek, self.clock.now_ms() + self.ttl_ms)
+        now = self.clock.now_ms()
+        self._sweep(now)
+        self._entries[(dek_id, generation)] = (dek, now + self.ttl_ms)
         self._entries.move_to_end((dek_id, generation))
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
