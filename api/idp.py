@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import stat
 import time
@@ -49,9 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from api.secretfiles import create_private_file, read_private_file
 from api.settings import Settings, SettingsError
 from vault import crypto
-from vault.errors import DecryptionError, InvalidJWKS, InvalidJWS, InvalidSubject, OncevaultError
+from vault.errors import InvalidJWKS, InvalidJWS, InvalidSubject, OncevaultError
 from vault.models import Subject
 
 __all__ = [
@@ -510,9 +510,8 @@ class DevIdP:
 
     def seal(self, purpose: SealPurpose, value: Mapping[str, object]) -> str:
         """Seal a JSON object for ``purpose`` (AES-256-GCM); return base64url text."""
-        plaintext = json.dumps(value, separators=(",", ":"), sort_keys=True).encode("utf-8")
         aad = crypto.encode_aad(_SEAL_AAD_LABEL, purpose, self.issuer)
-        return crypto.b64url_encode(crypto.seal(self._seal_keys[purpose], plaintext, aad))
+        return crypto.seal_json(self._seal_keys[purpose], value, aad)
 
     def unseal(self, purpose: SealPurpose, text: str) -> dict[str, Any]:
         """Open a value made by :meth:`seal` for the same ``purpose``.
@@ -520,21 +519,8 @@ class DevIdP:
         Raises:
             DecryptionError: for every failure (tampered, foreign, wrong purpose, malformed).
         """
-        if not isinstance(text, str) or len(text) > 4096:
-            raise DecryptionError
-        try:
-            sealed = crypto.b64url_decode(text)
-        except ValueError:
-            raise DecryptionError from None
         aad = crypto.encode_aad(_SEAL_AAD_LABEL, purpose, self.issuer)
-        plaintext = crypto.open_(self._seal_keys[purpose], sealed, aad)
-        try:
-            value = json.loads(plaintext.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):  # pragma: no cover - we sealed it
-            raise DecryptionError from None
-        if not isinstance(value, dict):  # pragma: no cover - we sealed it
-            raise DecryptionError
-        return value
+        return crypto.open_json(self._seal_keys[purpose], text, aad)
 
 
 def _create_key_file(path: Path) -> None:
@@ -545,33 +531,11 @@ def _create_key_file(path: Path) -> None:
         "created_at": int(time.time()),
         "note": "oncevault development IdP key; never use it in production",
     }
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        # link() never replaces: the first worker to get here wins, the others read its key.
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    create_private_file(path, (json.dumps(document) + "\n").encode("utf-8"))
 
 
 def _read_key_file(path: Path) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot be read ({exc.__class__.__name__})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise SettingsError(f"{path}: not a regular file")
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            raise SettingsError(f"{path}: must be mode 0600 (it holds the dev IdP key)")
-        raw = handle.read(4097)
+    raw = read_private_file(path, max_size=4096, holds="the dev IdP key")
     try:
         document = json.loads(raw.decode("utf-8"))
         seed = crypto.b64url_decode(document["seed"])

@@ -61,21 +61,17 @@ class RateLimiter:
         return self.per_minute > 0
 
     async def hit(self, client_id: str, scope: str) -> RateDecision:
-        """Count one request of ``client_id`` in ``scope``; refuse past the limit."""
+        """Count one request of ``client_id`` in ``scope``; refuse past the limit.
+
+        On SQLite the count and the sweep share one transaction; on PostgreSQL each
+        statement is atomic by itself.
+        """
         if not self.enabled:
             return _ALLOWED
-        now = self.clock.now_ms()
-        window_start = now - now % WINDOW_MS
         if self.db.dialect == "sqlite":
             async with self.db.transaction():
-                count = await self._count(client_id, scope, window_start)
-        else:
-            count = await self._count(client_id, scope, window_start)
-        if count <= self.per_minute:
-            return _ALLOWED
-        remaining_ms = window_start + WINDOW_MS - now
-        retry_after = min(60, max(1, -(-remaining_ms // 1000)))
-        return RateDecision(allowed=False, retry_after=retry_after)
+                return await self.hit_here(client_id, scope)
+        return await self.hit_here(client_id, scope)
 
     async def hit_here(self, client_id: str, scope: str) -> RateDecision:
         """:meth:`hit` inside the caller's open transaction (a read's group-committed

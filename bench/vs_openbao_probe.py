@@ -86,8 +86,7 @@ def install() -> None:
 
     steps = [
         (consent.tokens.TokenService, "verify", "auth: TokenService.verify (all)"),
-        (consent.repository.ReplayRepository, "is_revoked", "auth: revoked-jti query"),
-        (consent.repository.ClientRepository, "get", "auth: client query"),
+        (consent.repository.ClientRepository, "get_for_token", "auth: client + revoked-jti query"),
         (api.ratelimit.RateLimiter, "hit", "auth: rate-limit bump (own transaction)"),
         (consent.reads.DataReader, "read", "read: DataReader.read (all)"),
         (consent.repository.ConsentRepository, "get", "read: consent query"),

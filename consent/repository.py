@@ -398,10 +398,6 @@ class ReplayRepository:
                 expires_at,
             )
 
-    async def is_revoked(self, jti: str) -> bool:
-        row = await self.db.fetchrow("SELECT 1 AS found FROM revoked_tokens WHERE jti = $1", jti)
-        return row is not None
-
 
 class EventRepository:
     """The event feed. Inserts happen only inside appending transactions (tree lock

@@ -14,7 +14,6 @@ hold across workers and restarts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -142,7 +141,7 @@ def _unverified_payload(token: str) -> dict[str, Any]:
 
 def access_token_hash(token: str) -> str:
     """``ath`` of RFC 9449: base64url(SHA-256(token))."""
-    return crypto.b64url_encode(hashlib.sha256(token.encode("ascii")).digest())
+    return crypto.sha256_b64url(token)
 
 
 class TokenService:

@@ -118,6 +118,36 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def seal_json(key: bytes, value: Mapping[str, object], aad: bytes) -> str:
+    """A JSON object sealed with :func:`seal`, as base64url text (for cookies and
+    short-lived state that travels through a browser)."""
+    plaintext = json.dumps(value, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return b64url_encode(seal(key, plaintext, aad))
+
+
+def open_json(key: bytes, text: str, aad: bytes, *, max_len: int = 4096) -> dict[str, Any]:
+    """The object sealed by :func:`seal_json` under the same key and ``aad``.
+
+    Raises:
+        DecryptionError: for every failure (too long, malformed, tampered, foreign).
+    """
+    if not isinstance(text, str) or len(text) > max_len:
+        raise DecryptionError
+    try:
+        value = json.loads(open_(key, b64url_decode(text), aad).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise DecryptionError from None
+    if not isinstance(value, dict):
+        raise DecryptionError
+    return value
+
+
+def sha256_b64url(text: str) -> str:
+    """base64url(SHA-256(ASCII ``text``)): a PKCE S256 challenge (RFC 7636 §4.2) and a
+    DPoP ``ath`` (RFC 9449 §4.2)."""
+    return b64url_encode(hashlib.sha256(text.encode("ascii")).digest())
+
+
 def b64url_decode(text: str) -> bytes:
     """Decode unpadded base64url strictly.
 

@@ -28,7 +28,6 @@ posts are refused (login CSRF); the number typed in is never echoed or logged.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 import secrets
@@ -140,14 +139,6 @@ def _oauth_error(error: str, description: str) -> Response[dict[str, str]]:
         status_code=400,
         headers=dict(NO_STORE),
     )
-
-
-def _pkce_s256(verifier: str) -> str:
-    return crypto.b64url_encode(hashlib.sha256(verifier.encode("ascii")).digest())
-
-
-def _sha256_b64(value: str) -> str:
-    return crypto.b64url_encode(hashlib.sha256(value.encode("ascii")).digest())
 
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, list[str]]:
@@ -368,7 +359,8 @@ def dev_idp_router(
         if cookie_value is None or not _CSRF_VALUE.fullmatch(cookie_value):
             cookie_value = crypto.b64url_encode(secrets.token_bytes(32))
         form_token = dev_idp.seal(
-            "form", {**checked, "csrf": _sha256_b64(cookie_value), "exp": now() + FORM_LIFETIME}
+            "form",
+            {**checked, "csrf": crypto.sha256_b64url(cookie_value), "exp": now() + FORM_LIFETIME},
         )
         response = sign_in_page(checked, form_token, status=200, nid_error=False)
         response.set_cookie(
@@ -413,7 +405,7 @@ def dev_idp_router(
             )
         cookie_value = request.cookies.get(CSRF_COOKIE) or ""
         if not cookie_value.isascii() or not crypto.constant_time_equal(
-            _sha256_b64(cookie_value).encode(), str(fields.get("csrf", "")).encode()
+            crypto.sha256_b64url(cookie_value).encode(), str(fields.get("csrf", "")).encode()
         ):
             return problem(
                 "malformed_request", "the sign-in form does not belong to this browser; start again"
@@ -481,7 +473,9 @@ def dev_idp_router(
             return _oauth_error("invalid_grant", "the code was issued to another client")
         if code["ru"] != values["redirect_uri"]:
             return _oauth_error("invalid_grant", "redirect_uri does not match the authorization")
-        if not crypto.constant_time_equal(_pkce_s256(verifier).encode(), str(code["cc"]).encode()):
+        if not crypto.constant_time_equal(
+            crypto.sha256_b64url(verifier).encode(), str(code["cc"]).encode()
+        ):
             return _oauth_error("invalid_grant", "code_verifier does not match the challenge")
         for code_id in [c for c, exp in spent.items() if exp < moment]:
             del spent[code_id]

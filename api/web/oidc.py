@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -47,6 +46,12 @@ TOKEN_TIMEOUT_SECONDS: Final = 10.0
 _MAX_TOKEN_RESPONSE: Final = 64 * 1024
 
 
+def safe_error(value: object) -> str:
+    """An identity provider's ``error`` code as it may appear in a log line: short
+    ASCII or ``?`` (it is text from outside and may carry anything)."""
+    return value if isinstance(value, str) and value.isascii() and len(value) < 64 else "?"
+
+
 class SignInFailed(OncevaultError):
     """The sign-in could not be completed (the citizen starts again)."""
 
@@ -55,7 +60,7 @@ class SignInFailed(OncevaultError):
 
 def pkce_challenge(verifier: str) -> str:
     """RFC 7636 S256: ``BASE64URL(SHA256(ASCII(verifier)))``."""
-    return crypto.b64url_encode(hashlib.sha256(verifier.encode("ascii")).digest())
+    return crypto.sha256_b64url(verifier)
 
 
 def authorization_url(
@@ -140,8 +145,7 @@ async def exchange_code(
     except (UnicodeDecodeError, ValueError):
         raise SignInFailed(f"token endpoint answered {status} without JSON") from None
     if status != 200 or not isinstance(document, dict):
-        error = document.get("error") if isinstance(document, dict) else None
-        shown = error if isinstance(error, str) and error.isascii() and len(error) < 64 else "?"
+        shown = safe_error(document.get("error") if isinstance(document, dict) else None)
         raise SignInFailed(f"token endpoint refused the code ({status} {shown})")
     id_token = document.get("id_token")
     if not isinstance(id_token, str) or not id_token:

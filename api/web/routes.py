@@ -199,13 +199,13 @@ def web_router(settings: Settings, *, environ: Mapping[str, str] | None = None) 
             sealer_box.append(Sealer(secret, issuer=config.issuer))
         return sealer_box[0]
 
-    def cookie(key: str, value: str, *, max_age: int, http_only: bool = True) -> Cookie:
+    def cookie(key: str, value: str, *, max_age: int) -> Cookie:
         return Cookie(
             key=key,
             value=value,
             path=MOUNT_PATH,
             max_age=max_age,
-            httponly=http_only,
+            httponly=True,
             secure=config.secure_cookies,
             samesite="lax",
         )
@@ -426,8 +426,7 @@ def web_router(settings: Settings, *, environ: Mapping[str, str] | None = None) 
         if issuer is not None and issuer != idp.issuer:
             return failed("iss parameter names another identity provider")
         if params.get("error") is not None:
-            error = params.get("error") or ""
-            return failed(f"the identity provider answered {error[:40]!r}")
+            return failed(f"the identity provider answered {oidc.safe_error(params.get('error'))}")
         code = params.get("code")
         if not code or len(code) > 4096:
             return failed("no code")

@@ -14,15 +14,12 @@ the file signs everybody out.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from api.secretfiles import create_private_file, read_private_file
 from api.settings import SettingsError
 from vault import crypto
 from vault.errors import DecryptionError
@@ -68,29 +65,8 @@ def load_or_create_secret(path: Path) -> bytes:
     if not path.parent.is_dir():
         raise SettingsError(f"{path.parent}: does not exist; run `oncevault init` first")
     if not path.exists():
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(crypto.random_key())
-                handle.flush()
-                os.fsync(handle.fileno())
-            # link() never replaces: the first worker wins and the others read its secret.
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot be read ({exc.__class__.__name__})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise SettingsError(f"{path}: not a regular file")
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            raise SettingsError(f"{path}: must be mode 0600 (it holds the web session secret)")
-        secret = handle.read(_SECRET_SIZE + 1)
+        create_private_file(path, crypto.random_key())
+    secret = read_private_file(path, max_size=_SECRET_SIZE, holds="the web session secret")
     if len(secret) != _SECRET_SIZE:
         raise SettingsError(f"{path}: must hold exactly {_SECRET_SIZE} bytes")
     return secret
@@ -112,21 +88,18 @@ class Sealer:
         return f"Sealer(issuer={self._issuer!r})"
 
     def seal(self, purpose: Purpose, value: dict[str, Any]) -> str:
-        plaintext = json.dumps(value, separators=(",", ":"), sort_keys=True).encode("utf-8")
         aad = crypto.encode_aad(_AAD_LABEL, purpose, self._issuer)
-        return crypto.b64url_encode(crypto.seal(self._keys[purpose], plaintext, aad))
+        return crypto.seal_json(self._keys[purpose], value, aad)
 
     def open(self, purpose: Purpose, text: str | None) -> dict[str, Any] | None:
         """The sealed object, or ``None`` for anything missing, foreign or tampered."""
-        if not text or len(text) > _MAX_COOKIE:
+        if not text:
             return None
+        aad = crypto.encode_aad(_AAD_LABEL, purpose, self._issuer)
         try:
-            sealed = crypto.b64url_decode(text)
-            aad = crypto.encode_aad(_AAD_LABEL, purpose, self._issuer)
-            value = json.loads(crypto.open_(self._keys[purpose], sealed, aad).decode("utf-8"))
-        except (ValueError, DecryptionError, UnicodeDecodeError):
+            return crypto.open_json(self._keys[purpose], text, aad, max_len=_MAX_COOKIE)
+        except DecryptionError:
             return None
-        return value if isinstance(value, dict) else None
 
 
 def _int(value: object) -> int | None:

@@ -427,3 +427,29 @@ def test_keyed_digests_refuse_bad_key_sizes(key: bytes) -> None:
         crypto.blind_index(key, "nid", "v")
     with pytest.raises(ValueError, match="32 bytes"):
         crypto.content_digest(key, b"{}")
+
+
+def test_sha256_b64url_is_the_rfc_7636_s256_challenge() -> None:
+    # RFC 7636 Appendix B.
+    assert (
+        crypto.sha256_b64url("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
+        == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    )
+
+
+def test_seal_json_round_trip_and_every_refusal() -> None:
+    key, aad = crypto.random_key(), b"aad"
+    text = crypto.seal_json(key, {"a": 1, "b": ["x"]}, aad)
+    assert crypto.open_json(key, text, aad) == {"a": 1, "b": ["x"]}
+    flipped = text[:-2] + ("A" if text[-2] != "A" else "B") + text[-1]
+    not_an_object = crypto.b64url_encode(crypto.seal(key, b"[1]", aad))
+    for bad_key, bad_text, bad_aad, max_len in (
+        (key, text, b"other", 4096),  # another context
+        (crypto.random_key(), text, aad, 4096),  # another key
+        (key, flipped, aad, 4096),  # tampered
+        (key, "%%%", aad, 4096),  # not base64url
+        (key, text, aad, len(text) - 1),  # too long
+        (key, not_an_object, aad, 4096),  # JSON, but not an object
+    ):
+        with pytest.raises(DecryptionError):
+            crypto.open_json(bad_key, bad_text, bad_aad, max_len=max_len)
