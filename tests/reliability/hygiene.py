@@ -92,6 +92,14 @@ def _record(nid: str, record_type: str, data: dict[str, Any]) -> dict[str, Any]:
     return {"subject": {"nid": nid}, "type": record_type, "data": data}
 
 
+def _code(response: httpx.Response) -> object:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("code") or body.get("error") if isinstance(body, dict) else None
+
+
 async def before_erasure(http: httpx.AsyncClient, dep: Deployment) -> Flow:
     flow = Flow()
     citizen = dep.idp.headers(CANARY_NID)
@@ -100,9 +108,12 @@ async def before_erasure(http: httpx.AsyncClient, dep: Deployment) -> Flow:
     nts = await token(http, dep, "nts", scope="issuer")
     court = await token(http, dep, "court")
     bank = await token(http, dep, "kbank", scope="consumer")
+    for name, value in (("mois", mois), ("nts", nts), ("court", court), ("kbank", bank)):
+        flow.tokens[f"{name} token"] = value
 
     def expect(response: httpx.Response, status: int) -> httpx.Response:
-        assert response.status_code == status, response.text
+        # Never the body in the message: it may hold canary data or a token.
+        assert response.status_code == status, (response.status_code, _code(response))
         return response
 
     for issuer, record_type, data in (

@@ -42,6 +42,7 @@ from tests.reliability.checks import (
     read_ledger,
     read_violations,
     record_entry_violations,
+    seq_violations,
 )
 from tests.reliability.inprocess import Local, local_platform
 from tests.reliability.scenario import (
@@ -328,3 +329,46 @@ async def test_twin_records_stored_in_plaintext(
     else:
         assert any("canary employer in plaintext" in v for v in violations), violations
         assert any("canary korean address in plaintext" in v for v in violations), violations
+
+
+@GUARD
+async def test_twin_audit_seqs_with_a_gap(local: Local, guard: str) -> None:
+    """The concurrency bullet's seq check: answered seqs are unique and the log is
+    0..N-1. Removed: one appended entry lost (its row deleted) is reported."""
+    home = await setup_home(local.http, local, citizens=2)
+    reads = await read_storm(local.http, home, clients=3, reads_per_client=4)
+    answered = [r.seq for r in reads if r.status == 200]
+    assert len(answered) == 12 and len(set(answered)) == 12, "X-Audit-Seq is unique"
+    if guard == "removed":
+        await local.database.execute("DELETE FROM audit_entries WHERE seq = $1", answered[5])
+    size = (await local.runtime.audit.state()).size
+    violations = seq_violations((await local.entries()).keys(), size)
+    if guard == "kept":
+        assert violations == []
+    else:
+        assert len(violations) == 1 and f"missing [{answered[5]}]" in violations[0], violations
+
+
+@GUARD
+async def test_twin_reads_past_the_rate_limit(
+    local: Local, guard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rate-limit bullet's check (tests/reliability/test_rate_limits.py): past the
+    limit a read is 429 rate_limited with Retry-After. Removed: no limit, reported."""
+    from tests.reliability.test_rate_limits import Answer, refusal_violations  # noqa: PLC0415
+
+    limiter = local.runtime.rate_limiter
+    assert limiter is not None
+    monkeypatch.setattr(limiter, "per_minute", 3 if guard == "kept" else 10**9)
+    home = await setup_home(local.http, local, citizens=1)
+    bearer = {"Authorization": f"Bearer {next(iter(home.tokens.values()))}"}
+    answers = []
+    for _ in range(6):
+        response = await local.http.get("/v1/data", headers=bearer)
+        answers.append(Answer(response.status_code, 0, dict(response.headers), response.content))
+    violations = refusal_violations(answers[3:])
+    if guard == "kept":
+        assert [a.status for a in answers[:3]] == [200] * 3
+        assert violations == []
+    else:
+        assert violations == ["200 instead of 429"] * 3
