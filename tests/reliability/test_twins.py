@@ -372,3 +372,75 @@ async def test_twin_reads_past_the_rate_limit(
         assert violations == []
     else:
         assert violations == ["200 instead of 429"] * 3
+
+
+@GUARD
+async def test_twin_reads_while_the_key_provider_is_down(
+    local: Local, guard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key-provider bullet (DEK cache 0: a read while the provider is down is 503
+    `kms_unavailable` and records nothing; `tests/integration/vault/test_transit_vault.py`
+    shows it on a real OpenBao). Removed: the DEK cache ignores its TTL of 0 and keeps
+    serving unwrapped keys, so reads succeed with the provider down; the check reports it."""
+    from vault.errors import KeyProviderUnavailable  # noqa: PLC0415
+
+    vault = local.runtime.vault
+    assert vault is not None
+    home = await setup_home(local.http, local, citizens=1)
+    bearer = {"Authorization": f"Bearer {next(iter(home.tokens.values()))}"}
+    monkeypatch.setattr(vault.cache, "ttl_ms", 0 if guard == "kept" else 3_600_000)
+    assert (await local.http.get("/v1/data", headers=bearer)).status_code == 200  # warm
+
+    async def down(*_: object, **__: object) -> list[bytes]:
+        raise KeyProviderUnavailable("key provider unreachable")
+
+    monkeypatch.setattr(local.runtime.keys, "unwrap", down)
+    size = (await local.runtime.audit.state()).size
+    answers = [await local.http.get("/v1/data", headers=bearer) for _ in range(3)]
+    violations = [
+        f"{a.status_code} {a.json().get('code')} while the key provider is down"
+        for a in answers
+        if (a.status_code, a.json().get("code")) != (503, "kms_unavailable")
+    ]
+    if (await local.runtime.audit.state()).size != size:
+        violations.append("entries appended while the key provider is down")
+    if guard == "kept":
+        assert violations == []
+        assert all("retry-after" in a.headers for a in answers)
+    else:
+        assert violations[:3] == ["200 None while the key provider is down"] * 3, violations
+
+
+@GUARD
+async def test_twin_hostile_json_without_the_strict_body_check(
+    local: Local, guard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hostile-input bullet (tests/reliability/test_hostile_http.py): a body with a
+    duplicated key is 400 and stores nothing. Removed: the strict JSON check
+    (`api.bodies.check_json_body`) is skipped, the parser keeps the last value, the
+    record is stored and the check reports both."""
+    import api.bodies  # noqa: PLC0415
+
+    if guard == "removed":
+        monkeypatch.setattr(api.bodies, "check_json_body", lambda *_, **__: None)
+    issuer = await token(local.http, local, "nts", scope="issuer")
+    record = (
+        b'{"subject": {"nid": "900101-1234567"}, "type": "income_certificate", "data":'
+        b' {"year": 2025, "year": 2024, "total_income": 1, "tax_paid": 1, "employer": "E"}}'
+    )
+    response = await local.http.post(
+        "/v1/records",
+        content=record,
+        headers={"Authorization": f"Bearer {issuer}", "Content-Type": "application/json"},
+    )
+    stored = await local.database.fetch("SELECT record_id FROM records")
+    violations = []
+    if response.status_code != 400:
+        violations.append(f"{response.status_code} instead of 400")
+    if stored:
+        violations.append(f"{len(stored)} record(s) stored")
+    if guard == "kept":
+        assert violations == []
+        assert response.json()["code"] == "malformed_request"
+    else:
+        assert violations == ["201 instead of 400", "1 record(s) stored"], violations
