@@ -1,14 +1,20 @@
 """The app in-process (httpx over ASGI) on SQLite, for the twins: same workloads, same
-checks as against the real server, but guards can be monkeypatched out."""
+checks as against the real server, but guards can be monkeypatched out. `served` puts
+the same app object on a loopback port (uvicorn in the test's event loop) for an
+outside client such as schemathesis."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import uvicorn
+from litestar import Litestar
 
 from api.app import create_app
 from api.db import migrate, open_database
@@ -30,6 +36,7 @@ class Local:
     """A deployment (see :class:`tests.reliability.scenario.Deployment`) in this process."""
 
     http: httpx.AsyncClient
+    app: Litestar
     runtime: Runtime
     database: Database
     clients: dict[str, TestClient]
@@ -87,6 +94,7 @@ async def local_platform(tmp_path: Path) -> AsyncIterator[Local]:
                 clients[client_id] = client
             yield Local(
                 http=http,
+                app=app,
                 runtime=runtime,
                 database=database,
                 clients=clients,
@@ -95,3 +103,27 @@ async def local_platform(tmp_path: Path) -> AsyncIterator[Local]:
             )
     finally:
         await database.close()
+
+
+@asynccontextmanager
+async def served(app: Litestar) -> AsyncIterator[str]:
+    """The (already started) app on a free loopback port, served from this event loop so
+    monkeypatched guards apply; yields the base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

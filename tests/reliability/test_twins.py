@@ -15,15 +15,21 @@ guard monkeypatched out (the check must report it), so no check passes vacuously
 | erasure does not delete rows (ledger written)    | ledger_violations         |
 | an acknowledged version is lost                  | acked_write_violations    |
 | records stored without encryption                | canary_violations         |
+| a success body off its declared schema           | schemathesis conformance  |
+| the proof size check (a 500)                     | schemathesis server error |
+| database driver errors known as failures (503)   | status_violations         |
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from audit.log import AuditLog
@@ -43,11 +49,14 @@ from tests.reliability.checks import (
     read_violations,
     record_entry_violations,
     seq_violations,
+    status_violations,
 )
-from tests.reliability.inprocess import Local, local_platform
+from tests.reliability.fuzzing import Credentials, command, config_file, failures
+from tests.reliability.inprocess import Local, local_platform, served
 from tests.reliability.scenario import (
     audit_entries,
     income,
+    nid_for,
     once_storm,
     put_record,
     read_storm,
@@ -55,6 +64,7 @@ from tests.reliability.scenario import (
     setup_home,
     token,
 )
+from tests.reliability.stack import bearer as bearer_header
 from vault import crypto
 from vault.repository import VaultRepository
 
@@ -444,3 +454,120 @@ async def test_twin_hostile_json_without_the_strict_body_check(
         assert response.json()["code"] == "malformed_request"
     else:
         assert violations == ["201 instead of 400", "1 record(s) stored"], violations
+
+
+FUZZED = ("GET /v1/me/records", "GET /v1/audit/proofs/inclusion")
+
+
+def serve_a_success_body_off_its_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record summary whose `version` is a string where the schema declares an integer
+    (a handler that drifted from `api.responses`)."""
+    from api.routes import citizens  # noqa: PLC0415
+
+    summary = citizens._record
+    monkeypatch.setattr(
+        citizens,
+        "_record",
+        lambda meta: msgspec.structs.replace(summary(meta), version=str(meta.version)),
+    )
+
+
+def skip_the_proof_size_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inclusion proofs for a `tree_size` past the log's: the Merkle code looks up nodes
+    that do not exist."""
+    from api.routes import auditors  # noqa: PLC0415
+
+    monkeypatch.setattr(auditors, "_check_size", lambda *_: None)
+
+
+@pytest.mark.parametrize("guard", ["kept", "success body off its schema", "proof size check"])
+async def test_twin_fuzzing_finds_server_errors_and_bodies_off_their_schema(
+    local: Local, guard: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The fuzzing bullet (tests/reliability/test_fuzz.py): the same schemathesis run
+    (config, checks, seed, report) over two operations of the app served in-process.
+    Kept: no failure. Removed: the conformance check reports the off-schema body, and
+    `not_a_server_error` the 500 of an unchecked proof size, each on its operation."""
+    home = await setup_home(local.http, local, citizens=1)
+    ((consent_id, bound),) = home.tokens.items()
+    read = await local.http.get("/v1/data", headers=bearer_header(bound))
+    assert read.status_code == 200
+    credentials = Credentials(
+        headers={
+            "issuer": "Bearer " + await token(local.http, local, "nts", scope="issuer"),
+            "consumer": "Bearer " + bound,
+            "auditor": "Bearer " + await token(local.http, local, "bai"),
+            "citizen": "Bearer " + local.idp.token(home.nids[0]),
+            "citizen_b": "Bearer " + local.idp.token(nid_for(2, 7)),
+        },
+        consent_ids=[consent_id],
+        seqs=[int(read.headers["x-audit-seq"])],
+    )
+    if guard == "success body off its schema":
+        serve_a_success_body_off_its_schema(monkeypatch)
+    elif guard == "proof size check":
+        skip_the_proof_size_check(monkeypatch)
+    junit = tmp_path / "junit.xml"
+    async with served(local.app) as base_url:
+        argv = command(base_url, config_file(credentials, tmp_path), junit, names=FUZZED)
+        process = await asyncio.create_subprocess_exec(
+            *argv, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=600)
+    tail = output.decode(errors="replace")[-3000:]
+    assert re.search(r"Tested: 2\b", tail), tail
+    found = failures(junit)
+    if guard == "kept":
+        assert found == {}, tail
+        assert process.returncode == 0, tail
+    elif guard == "success body off its schema":
+        assert list(found) == ["GET /v1/me/records"], tail
+        assert any("Response violates schema" in m for m in found["GET /v1/me/records"]), found
+        assert process.returncode != 0
+    else:
+        operation = "GET /v1/audit/proofs/inclusion"
+        assert list(found) == [operation], tail
+        assert any("Server error" in m for m in found[operation]), found
+        assert process.returncode != 0
+
+
+@GUARD
+async def test_twin_database_down_without_the_unavailable_answer(
+    local: Local, guard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outage bullet's status check (tests/reliability/test_database_outage.py): with
+    the database gone, answers are 503 with Retry-After, never 500. Every statement
+    raises the driver's error for a terminated backend. Removed: the driver errors are no
+    longer known as database failures (`api.errors.DATABASE_FAILURES` empty), and the
+    check reports the 500s."""
+    import asyncpg  # noqa: PLC0415
+
+    import api.errors  # noqa: PLC0415
+    from vault.storage import Database  # noqa: PLC0415
+
+    home = await setup_home(local.http, local, citizens=1)
+    bound = next(iter(home.tokens.values()))
+    if guard == "removed":
+        monkeypatch.setattr(api.errors, "DATABASE_FAILURES", ())
+
+    async def terminated(self: Database, *_: Any) -> Any:
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+
+    monkeypatch.setattr(Database, "_run", terminated)
+    answers = [await local.http.get("/v1/data", headers=bearer_header(bound)) for _ in range(3)]
+    monkeypatch.undo()
+    statuses = [a.status_code for a in answers]
+    violations = status_violations(statuses, frozenset({200, 201, 403, 503}))
+    violations += [
+        f"{a.status_code} without Retry-After"
+        for a in answers
+        if a.status_code == 503 and "retry-after" not in a.headers
+    ]
+    if guard == "kept":
+        assert violations == []
+        assert statuses == [503] * 3
+        assert {a.json()["code"] for a in answers} == {"unavailable"}
+    else:
+        assert violations == ["3 x response 500"], violations
+    # Back up: the next read is served.
+    assert (await local.http.get("/v1/data", headers=bearer_header(bound))).status_code == 200
