@@ -8,9 +8,13 @@ Two ways in:
 * :meth:`AuditLog.run` takes a *unit of work* — a coroutine function that performs
   the action's statements and returns ``(value, drafts)`` — and runs it in a
   shared transaction with the other units that arrived meanwhile (group commit).
-  Each unit gets a savepoint: a unit that raises is rolled back alone and its caller
-  gets the exception; the others commit. Every caller waits for its own batch's
-  COMMIT before it sees its result, so nothing is answered before it is durable.
+  A unit that raises is rolled back alone and its caller gets the exception; the
+  others commit. A batch first runs without savepoints (two statements fewer per
+  unit); when one of its units raises, the whole transaction is rolled back and the
+  batch runs again with a savepoint per unit. Units must therefore be re-runnable
+  (they already are: a batch that lost its connection before COMMIT runs again).
+  Every caller waits for its own batch's COMMIT before it sees its result, so nothing
+  is answered before it is durable.
 
 Appends serialise without forks or gaps: SQLite holds the write lock from
 ``BEGIN IMMEDIATE``; PostgreSQL locks the single ``audit_state`` row
@@ -45,6 +49,14 @@ T = TypeVar("T")
 Work = Callable[[], Awaitable[tuple[T, Sequence[EntryDraft]]]]
 
 
+class _UnitRaised(Exception):
+    """A unit raised in a batch run without savepoints: the transaction rolls back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error.__class__.__name__)
+        self.error = error
+
+
 @dataclass
 class _Unit(Generic[T]):
     work: Work[T]
@@ -69,6 +81,7 @@ class AuditLog:
         self.batches = 0
         self.committed_units = 0
         self.retried_batches = 0
+        self.savepoint_reruns = 0
 
     # -- direct append, inside the caller's transaction -----------------------------
 
@@ -154,9 +167,19 @@ class AuditLog:
         lost before COMMIT was sent (everything was rolled back), at most
         ``BATCH_RETRIES`` times. A failure at or after COMMIT is never retried: the
         batch may have committed, so its callers get :class:`StorageError` (503)."""
+        savepoints = False
         for attempt in range(BATCH_RETRIES + 1):
             try:
-                outcomes = await self._try_batch(batch)
+                try:
+                    outcomes = await self._try_batch(batch, savepoints=savepoints)
+                except _UnitRaised as raised:
+                    self._frontier_size = -1
+                    if len(batch) == 1:  # nothing else to keep: its caller gets the error
+                        outcomes = [(False, raised.error)]
+                    else:
+                        self.savepoint_reruns += 1
+                        savepoints = True
+                        outcomes = await self._try_batch(batch, savepoints=True)
             except ConnectionLostBeforeCommit as exc:
                 self._frontier_size = -1
                 if attempt < BATCH_RETRIES:
@@ -184,26 +207,34 @@ class AuditLog:
                     unit.future.set_exception(failure)
             return
 
-    async def _try_batch(self, batch: list[_Unit[Any]]) -> list[tuple[bool, Any]]:
-        """One transaction for the batch: each unit in its own savepoint, then ONE
-        append of every unit's entries as the last statements before COMMIT."""
+    async def _try_batch(
+        self, batch: list[_Unit[Any]], *, savepoints: bool
+    ) -> list[tuple[bool, Any]]:
+        """One transaction for the batch, then ONE append of every unit's entries as
+        the last statements before COMMIT. ``savepoints``: each unit in its own, so one
+        that raises is rolled back alone; without, a unit that raises rolls back the
+        whole transaction (:class:`_UnitRaised`; a batch of one answers its caller)."""
         outcomes: list[tuple[bool, Any]] = []
         async with self.transaction():
             for index, unit in enumerate(batch):
                 savepoint = f"unit_{index}"
-                await self.db.execute(f"SAVEPOINT {savepoint}")
+                if savepoints:
+                    await self.db.execute(f"SAVEPOINT {savepoint}")
                 try:
                     value, drafts = await unit.work()
                     for draft in drafts:  # a bad entry fails its own unit, not the batch
                         draft.to_entry(seq=0, ts=0)
                 except ConnectionLostBeforeCommit:
                     raise  # the whole batch runs again
-                except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
+                except Exception as exc:
+                    if not savepoints:
+                        raise _UnitRaised(exc) from exc
                     await self.db.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
                     await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
                     outcomes.append((False, exc))
                     continue
-                await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
+                if savepoints:
+                    await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
                 outcomes.append((True, (value, list(drafts))))
             stored = await self.append(
                 [draft for ok, result in outcomes if ok for draft in result[1]],

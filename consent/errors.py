@@ -19,9 +19,15 @@ from vault.errors import OncevaultError
 
 
 class ConsentError(OncevaultError):
-    """A consent refused the operation."""
+    """A consent refused the operation.
+
+    ``citizen_id``: the citizen of the refused consent when the caller owns it (set by
+    :meth:`consent.service.ConsentService.lock_for_read`, for the denied entry the
+    citizen sees); never in an error body.
+    """
 
     audit_seq: int | None = None
+    citizen_id: str | None = None
 
 
 class ConsentNotFound(ConsentError):

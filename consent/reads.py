@@ -2,17 +2,19 @@
 
 Path of a read (DESIGN section 5, 12):
 
-1. before any transaction: find the citizen's DEKs for the consented types and
-   unwrap them (cache or key provider). Key provider down -> 503, nothing counted,
-   nothing appended;
-2. one group-committed unit: lock the consent, decide against the live consent and
-   the current catalogue, load the latest record rows, count the fetch with a
-   conditional update, append ``data.read`` (``ok`` with exactly what is released,
-   or ``denied`` with ``[]``) as its last statement;
+1. one group-committed unit: lock the consent, decide against the live consent and
+   the current catalogue, load each released type's latest record with the DEK row
+   it is sealed under (one statement), record the DPoP proof's use and count the rate
+   limit, count the fetch with a conditional update, append ``data.read`` (``ok``
+   with exactly what is released, or ``denied`` with ``[]``) as its last statement;
+2. a granted read whose DEKs are not in memory writes nothing and appends nothing:
+   the keys are unwrapped outside any transaction (key provider down -> 503, nothing
+   counted, nothing appended) and the unit runs again;
 3. after COMMIT: decrypt and project the released fields.
 
 A data response therefore never exists without its committed entry, and no read
-sequenced after a revocation is served.
+sequenced after a revocation is served. No key-provider call happens inside a unit,
+and the hot path (keys cached) costs no statement outside it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from audit.models import EntryDraft, Item, safe_token
 from consent.errors import ConsentError
 from consent.models import ReadGrant
 from consent.service import ConsentService
-from vault.errors import OncevaultError, RecordNotFound
+from vault.errors import OncevaultError, RecordNotFound, StorageError
 from vault.repository import DekRow, RecordRow
 from vault.service import Actor, VaultService
 
@@ -38,6 +40,18 @@ class ReleasedItem:
     source: str
     attested: bool
     updated_at: int
+
+
+@dataclass(frozen=True)
+class _NeedKeys:
+    """A granted read's unit found DEKs that are not in memory (it wrote nothing)."""
+
+    rows: list[DekRow]
+
+
+#: Units a read runs at most: one, plus one per round of keys to unwrap (a DEK
+#: replaced between the rounds, by a rotation or an erasure, takes another).
+KEY_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -68,27 +82,39 @@ class DataReader:
         RecordNotFound; KeyProviderUnavailable before anything is recorded.
         """
         actor = Actor("client", client_id, request_id)
-        # 1. Keys first, outside any transaction.
-        consent = await self.consents.repo.get(consent_id)
-        keys: dict[str, tuple[DekRow, bytes]] = {}
-        if consent is not None and consent.client_id == client_id:
-            wanted = types if types is not None else [t for t, _ in consent.items]
-            for record_type in wanted:
-                if record_type in consent.items_mapping():
-                    found = await self.vault.dek_for_read(consent.citizen_id, record_type)
-                    if found is not None:
-                        keys[record_type] = found
         single = types[0] if types is not None and len(types) == 1 else None
+        unwrapped: dict[tuple[str, int], bytes] = {}
 
-        # 2. The unit.
+        def key_of(dek: DekRow) -> bytes | None:
+            found = unwrapped.get((dek.dek_id, dek.generation))
+            return found if found is not None else self.vault.cached_dek(dek)
+
         async def work() -> tuple[Any, list[EntryDraft]]:
-            if gate is not None:
-                refused = await gate()  # e.g. the client's rate limit, counted in this unit
-                if refused is not None:
-                    return refused, [self._denied(actor, refused.code, None, None, single)]
             grant, drafts = await self.consents.lock_for_read(
                 consent_id, client_id=client_id, types=types, actor=actor
             )
+            rows: list[tuple[RecordRow, bytes, tuple[str, ...]]] = []
+            if not isinstance(grant, ConsentError):
+                missing: list[DekRow] = []
+                for record_type, fields in sorted(grant.released.items()):
+                    found = await self.vault.repo.latest_with_dek(
+                        grant.consent.citizen_id, record_type
+                    )
+                    if found is None:
+                        continue
+                    row, dek_row = found
+                    dek = key_of(dek_row)
+                    if dek is None:
+                        missing.append(dek_row)
+                    else:
+                        rows.append((row, dek, fields))
+                if missing:
+                    # Nothing written yet: this unit commits nothing and appends nothing.
+                    return _NeedKeys(missing), []
+            if gate is not None:
+                refused = await gate()  # DPoP proof use, rate limit: counted in this unit
+                if refused is not None:
+                    return refused, [*drafts, self._denied(actor, refused.code, None, None, single)]
             if isinstance(grant, ConsentError):
                 owned = grant.code != "consent_not_found"
                 return grant, [
@@ -97,18 +123,10 @@ class DataReader:
                         actor,
                         grant.code,
                         consent_id if owned else None,
-                        grant_citizen(consent, owned),
+                        grant.citizen_id,
                         single,
                     ),
                 ]
-            rows: list[tuple[RecordRow, bytes, tuple[str, ...]]] = []
-            for record_type, fields in sorted(grant.released.items()):
-                key = keys.get(record_type)
-                if key is None:
-                    continue
-                row = await self.vault.repo.latest(grant.consent.citizen_id, record_type)
-                if row is not None and row.dek_id == key[0].dek_id:
-                    rows.append((row, key[1], fields))
             if not rows:
                 return RecordNotFound("no consented record exists"), [
                     *drafts,
@@ -124,7 +142,16 @@ class DataReader:
                 ]
             return (grant, rows), [*drafts, *more, self._ok(actor, grant, rows, single)]
 
-        value, entries = await self.audit.run(work)
+        for _ in range(KEY_ROUNDS):
+            value, entries = await self.audit.run(work)
+            if not isinstance(value, _NeedKeys):
+                break
+            # Outside any transaction; KeyProviderUnavailable leaves nothing recorded.
+            deks = await self.vault.unwrap(value.rows)
+            for dek_row, dek in zip(value.rows, deks, strict=True):
+                unwrapped[(dek_row.dek_id, dek_row.generation)] = dek
+        else:
+            raise StorageError("the record keys changed during the read; retry shortly")
         seq = entries[-1].seq
         if isinstance(value, OncevaultError):
             value.audit_seq = seq  # type: ignore[attr-defined]
@@ -191,7 +218,3 @@ class DataReader:
             items=items,
             request_id=actor.request_id,
         )
-
-
-def grant_citizen(consent: Any, owned: bool) -> str | None:
-    return consent.citizen_id if owned and consent is not None else None

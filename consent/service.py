@@ -318,17 +318,22 @@ class ConsentService:
         if consent is None or consent.client_id != client_id:
             return ConsentNotFound("no such consent"), []
         consent, drafts = await self._expire_if_due(consent, now)
+        refusal: ConsentError
         if consent.status != Status.ACTIVE:
-            return _DENIAL_BY_STATUS[consent.status](f"consent is {consent.status.value}"), drafts
+            refusal = _DENIAL_BY_STATUS[consent.status](f"consent is {consent.status.value}")
+            refusal.citizen_id = consent.citizen_id
+            return refusal, drafts
         released = released_fields(self.catalogue(), consent.purpose, consent.items_mapping())
         if types is not None:
             if any(t not in released for t in types):
-                return ScopeNotConsented("this record type is not released by the consent"), drafts
+                refusal = ScopeNotConsented("this record type is not released by the consent")
+                refusal.citizen_id = consent.citizen_id
+                return refusal, drafts
             released = {t: released[t] for t in types}
         elif not released:
-            return ScopeNotConsented(
-                "the consent releases nothing under the current policy"
-            ), drafts
+            refusal = ScopeNotConsented("the consent releases nothing under the current policy")
+            refusal.citizen_id = consent.citizen_id
+            return refusal, drafts
         return ReadGrant(consent=consent, released=released), drafts
 
     async def count_fetch(

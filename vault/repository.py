@@ -191,6 +191,35 @@ class VaultRepository:
         )
         return _record(row) if row else None
 
+    async def latest_with_dek(
+        self, citizen_id: str, record_type: str
+    ) -> tuple[RecordRow, DekRow] | None:
+        """The latest version and the DEK row it is sealed under, in one statement (the
+        consented read's unit)."""
+        row = await self.db.fetchrow(
+            "SELECT r.record_id, r.citizen_id, r.record_type, r.version, r.dek_id,"
+            " r.ciphertext, r.content_digest, r.source, r.attested, r.created_at,"
+            " d.dek_version, d.wrapped, d.kek_version, d.generation,"
+            " d.created_at AS dek_created_at"
+            " FROM records r JOIN deks d ON d.dek_id = r.dek_id"
+            " WHERE r.citizen_id = $1 AND r.record_type = $2 AND r.superseded_at IS NULL",
+            citizen_id,
+            record_type,
+        )
+        if row is None:
+            return None
+        dek = DekRow(
+            dek_id=row["dek_id"],
+            citizen_id=row["citizen_id"],
+            record_type=row["record_type"],
+            dek_version=int(row["dek_version"]),
+            wrapped=row["wrapped"],
+            kek_version=int(row["kek_version"]),
+            generation=int(row["generation"]),
+            created_at=int(row["dek_created_at"]),
+        )
+        return _record(row), dek
+
     async def version(self, citizen_id: str, record_type: str, version: int) -> RecordRow | None:
         row = await self.db.fetchrow(
             f"SELECT {_RECORD_COLUMNS} FROM records"

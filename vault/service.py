@@ -189,17 +189,31 @@ class VaultService:
         cached = self.cache.get(row.dek_id, row.generation)
         if cached is not None:
             return cached
-        (dek,) = await self.keys.unwrap(
+        return (await self.unwrap([row]))[0]
+
+    def cached_dek(self, row: DekRow) -> bytes | None:
+        """The unwrapped DEK of ``row`` when the cache holds it (no key-provider call:
+        safe inside a unit)."""
+        return self.cache.get(row.dek_id, row.generation)
+
+    async def unwrap(self, rows: Sequence[DekRow]) -> list[bytes]:
+        """Unwrap ``rows`` at the key provider (one call) and cache the keys. Never
+        inside a unit: the provider may be slow or down (KeyProviderUnavailable)."""
+        if not rows:
+            return []
+        deks = await self.keys.unwrap(
             [
                 UnwrapRequest(
                     row.citizen_id,
                     row.wrapped,
                     crypto.wrap_aad(row.citizen_id, row.record_type, row.dek_version),
                 )
+                for row in rows
             ]
         )
-        self.cache.put(row.dek_id, row.generation, dek)
-        return dek
+        for row, dek in zip(rows, deks, strict=True):
+            self.cache.put(row.dek_id, row.generation, dek)
+        return list(deks)
 
     async def dek_for_write(self, citizen_id: str, record_type: str) -> tuple[DekRow, bytes]:
         """The current DEK of (citizen, type), created and wrapped when missing."""

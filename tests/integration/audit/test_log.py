@@ -97,6 +97,61 @@ async def test_a_failing_unit_rolls_back_alone(database: Database) -> None:
     rows = await database.fetch("SELECT k FROM probe ORDER BY k")
     assert [r["k"] for r in rows] == ["a", "b"]
     assert [s for s, _ in await _all_leaves(database)] == [0, 1]
+    assert audit.savepoint_reruns == 1  # first without savepoints, then with
+
+
+async def test_savepoints_only_after_a_unit_raised(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch runs its units without savepoints; one that raises sends the whole batch
+    round again with a savepoint each (every unit runs twice, the good ones commit
+    once). A batch of one that raises is rolled back and answered without a rerun."""
+    audit = AuditLog(database=database, clock=ManualClock())
+    await database.execute("CREATE TABLE probe (k TEXT PRIMARY KEY)")
+    statements: list[str] = []
+    execute = database.execute
+
+    async def spy(sql: str, *args: object) -> None:
+        statements.append(sql.split()[0])
+        await execute(sql, *args)
+
+    monkeypatch.setattr(database, "execute", spy)
+    runs: list[str] = []
+
+    async def good(k: str) -> tuple[str, Sequence[EntryDraft]]:
+        runs.append(k)
+        await database.execute("INSERT INTO probe (k) VALUES ($1)", k)
+        return k, [draft(1)]
+
+    async def bad() -> tuple[str, Sequence[EntryDraft]]:
+        runs.append("bad")
+        await database.execute("INSERT INTO probe (k) VALUES ($1)", "bad")
+        raise ValueError("boom")
+
+    await asyncio.gather(*(audit.run(lambda k=k: good(k)) for k in "abc"))
+    assert "SAVEPOINT" not in statements
+    assert sorted(runs) == ["a", "b", "c"]
+
+    runs.clear()
+    results = await asyncio.gather(
+        audit.run(lambda: good("d")),
+        audit.run(bad),
+        audit.run(lambda: good("e")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], ValueError)
+    assert runs == ["d", "bad", "d", "bad", "e"]
+    assert statements.count("SAVEPOINT") == 3
+    assert audit.savepoint_reruns == 1
+
+    runs.clear()
+    with pytest.raises(ValueError, match="boom"):
+        await audit.run(bad)
+    assert runs == ["bad"]
+    assert audit.savepoint_reruns == 1
+    rows = await database.fetch("SELECT k FROM probe ORDER BY k")
+    assert [r["k"] for r in rows] == ["a", "b", "c", "d", "e"]
+    assert [s for s, _ in await _all_leaves(database)] == [0, 1, 2, 3, 4]
 
 
 async def test_no_entry_without_its_action_and_no_action_without_its_entry(
