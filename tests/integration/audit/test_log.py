@@ -112,7 +112,7 @@ async def test_savepoints_only_after_a_unit_raised(
     execute = database.execute
 
     async def spy(sql: str, *args: object) -> None:
-        statements.append(sql.split()[0])
+        statements.append(sql.split(maxsplit=1)[0])
         await execute(sql, *args)
 
     monkeypatch.setattr(database, "execute", spy)
