@@ -9,13 +9,25 @@ make suggestions. A refused write to an authenticated caller is audited.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from audit.models import EntryDraft, safe_token
 from consent.service import ConsentService
 from policies import PolicyDenied, may_issue, may_self_assert, validate_record
+from vault.errors import OncevaultError
 from vault.models import PutResult, Subject
-from vault.service import Actor, VaultService
+from vault.service import Actor, PutRequest, VaultService
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    """One record of an issuer's batch, as received."""
+
+    subject: Mapping[str, Any]
+    record_type: str
+    data: Any
+    attestation: Any = None
 
 
 class RecordIntake:
@@ -80,6 +92,61 @@ class RecordIntake:
             actor=actor,
             client_id=client_id,
         )
+
+    async def issue_many(
+        self, *, client_id: str, records: Sequence[IssueRequest], actor: Actor
+    ) -> list[PutResult | OncevaultError]:
+        """An issuer's batch, in order: each record checked as :meth:`issue` checks it,
+        the valid ones stored in one set-based unit (:meth:`VaultService.put_many`).
+        A record that raced a concurrent writer runs again alone.
+
+        Returns one result per record: the stored version, or the refusal
+        (``type_not_issuable``, audited; ``validation_error``). Raises what fails the
+        whole batch (key provider or database unavailable).
+        """
+        catalogue = self.consents.catalogue()
+        out: list[PutResult | OncevaultError | None] = [None] * len(records)
+        requests: list[PutRequest] = []
+        where: list[int] = []
+        for index, record in enumerate(records):
+            decision = may_issue(catalogue, client_id, record.record_type)
+            if not decision.allowed:
+                out[index] = await self._refuse(
+                    actor,
+                    PolicyDenied(decision.reasons, decision.details),
+                    record.record_type,
+                    None,
+                )
+                continue
+            try:
+                parsed = Subject.parse(dict(record.subject))
+                clean = validate_record(catalogue.record_types[record.record_type], record.data)
+            except OncevaultError as exc:
+                out[index] = exc
+                continue
+            requests.append(
+                PutRequest(parsed, record.record_type, clean, client_id, record.attestation)
+            )
+            where.append(index)
+        stored = await self.vault.put_many(
+            requests,
+            actor=actor,
+            client_id=client_id,
+            on_stored=self.consents.after_records_stored,
+        )
+        for index, result in zip(where, stored, strict=True):
+            record = records[index]
+            out[index] = result or await self.issue(
+                client_id=client_id,
+                subject=record.subject,
+                record_type=record.record_type,
+                data=record.data,
+                attestation=record.attestation,
+                actor=actor,
+            )
+        done = [result for result in out if result is not None]
+        assert len(done) == len(records)
+        return done
 
     async def self_assert(
         self, *, citizen_id: str, record_type: str, data: Any, actor: Actor

@@ -17,7 +17,7 @@ from consent.models import (
     items_from_text,
     items_to_text,
 )
-from vault.storage import Database
+from vault.storage import IN_CHUNK, Database
 
 _COLUMNS = (
     "consent_id, citizen_id, client_id, purpose, items, access, max_fetches, valid_days,"
@@ -447,19 +447,26 @@ class EventRepository:
             for r in rows
         ]
 
-    async def standing_consents_covering(
-        self, citizen_id: str, record_type: str, now: int
-    ) -> list[tuple[str, str]]:
-        """(consent_id, client_id) of active standing consents whose items name the type."""
-        rows = await self.db.fetch(
-            "SELECT consent_id, client_id, items FROM consents WHERE citizen_id = $1"
-            " AND status = 'active' AND access = 'standing' AND valid_until > $2",
-            citizen_id,
-            now,
-        )
-        out = []
-        for row in rows:
-            types = {t for t, _ in json.loads(row["items"])}
-            if record_type in types:
-                out.append((str(row["consent_id"]), str(row["client_id"])))
+    async def standing_consents_of(
+        self, citizen_ids: Sequence[str], now: int
+    ) -> dict[str, list[tuple[str, str, frozenset[str]]]]:
+        """Per citizen: (consent_id, client_id, item types) of its active standing
+        consents, for every citizen of ``citizen_ids`` in one statement per 500."""
+        out: dict[str, list[tuple[str, str, frozenset[str]]]] = {}
+        for start in range(0, len(citizen_ids), IN_CHUNK):
+            chunk = list(citizen_ids[start : start + IN_CHUNK])
+            marks = ", ".join(f"${i + 2}" for i in range(len(chunk)))
+            rows = await self.db.fetch(
+                "SELECT consent_id, client_id, citizen_id, items FROM consents"
+                f" WHERE citizen_id IN ({marks}) AND status = 'active'"
+                " AND access = 'standing' AND valid_until > $1"
+                " ORDER BY consent_id",
+                now,
+                *chunk,
+            )
+            for row in rows:
+                types = frozenset(t for t, _ in json.loads(row["items"]))
+                out.setdefault(str(row["citizen_id"]), []).append(
+                    (str(row["consent_id"]), str(row["client_id"]), types)
+                )
         return out

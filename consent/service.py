@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from audit.log import AuditLog
@@ -38,7 +38,7 @@ from policies import (
     released_fields,
 )
 from vault.clock import Clock
-from vault.models import new_id
+from vault.models import StoredVersion, new_id
 from vault.service import Actor
 
 RECEIPT_TYP = "consent-receipt+jwt"
@@ -467,30 +467,47 @@ class ConsentService:
     ) -> list[EntryDraft]:
         """Inside the write's unit: tell every standing consent's client once
         (``record.updated``), and store what the lifecycle rules suggest (citizen only)."""
+        return await self.after_records_stored(
+            [StoredVersion(citizen_id, record_type, data, version)]
+        )
+
+    async def after_records_stored(self, stored: Sequence[StoredVersion]) -> list[EntryDraft]:
+        """:meth:`after_record_stored` for many versions (a batch's unit): one query for
+        the standing consents of all their citizens, then events and suggestions in order."""
+        if not stored:
+            return []
         now = self.clock.now_ms()
-        for consent_id, client_id in await self.events.standing_consents_covering(
-            citizen_id, record_type, now
-        ):
-            await self.events.add(
-                client_id=client_id,
-                type="record.updated",
-                consent_id=consent_id,
-                record_type=record_type,
-                version=version,
-                at=now,
-            )
+        standing = await self.events.standing_consents_of(
+            sorted({s.citizen_id for s in stored}), now
+        )
         today = datetime.fromtimestamp(now / 1000, tz=UTC).date()
+        drafts: list[EntryDraft] = []
+        for version in stored:
+            for consent_id, client_id, types in standing.get(version.citizen_id, ()):
+                if version.record_type in types:
+                    await self.events.add(
+                        client_id=client_id,
+                        type="record.updated",
+                        consent_id=consent_id,
+                        record_type=version.record_type,
+                        version=version.version,
+                        at=now,
+                    )
+            drafts.extend(await self._suggest(version, today, now))
+        return drafts
+
+    async def _suggest(self, stored: StoredVersion, today: date, now: int) -> list[EntryDraft]:
         drafts: list[EntryDraft] = []
         for suggestion in lifecycle_suggestions(
             self.catalogue(),
-            record_type=record_type,
+            record_type=stored.record_type,
             event="record.updated",
-            data=data,
+            data=stored.data,
             today=today,
         ):
-            stored = StoredSuggestion(
+            suggested = StoredSuggestion(
                 suggestion_id=new_id("sug"),
-                citizen_id=citizen_id,
+                citizen_id=stored.citizen_id,
                 rule=suggestion.rule,
                 client_id=suggestion.client_id,
                 purpose=suggestion.purpose,
@@ -500,13 +517,13 @@ class ConsentService:
                 created_at=now,
                 consent_id=None,
             )
-            if await self.suggestions.insert_if_new(stored):
+            if await self.suggestions.insert_if_new(suggested):
                 drafts.append(
                     EntryDraft(
                         action="suggestion.created",
                         actor_type="system",
                         actor_id="lifecycle",
-                        citizen_id=citizen_id,
+                        citizen_id=stored.citizen_id,
                         client_id=None,  # the suggested client learns nothing before acceptance
                         purpose=suggestion.purpose,
                         reason_code=suggestion.rule,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from base64 import b32encode
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,6 +49,16 @@ class Subject:
                 raise InvalidSubject("subject.ci: expected 1..256 base64 characters")
             return cls("ci", value)
         raise InvalidSubject("subject: expected exactly one of nid or ci")
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """A version just stored, as the write's unit announces it (events, suggestions)."""
+
+    citizen_id: str
+    record_type: str
+    data: Mapping[str, Any]
+    version: int | None
 
 
 @dataclass(frozen=True)

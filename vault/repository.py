@@ -7,12 +7,14 @@ transaction; none of them calls the key provider.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from vault.models import RecordMeta
-from vault.storage import Database
+from vault.storage import IN_CHUNK, Database
+
+T = TypeVar("T")
 
 
 def _bytes(value: object) -> bytes:
@@ -101,6 +103,14 @@ def _record(row: dict[str, Any]) -> RecordRow:
     )
 
 
+def _chunks(values: Sequence[T]) -> list[list[T]]:
+    return [list(values[i : i + IN_CHUNK]) for i in range(0, len(values), IN_CHUNK)]
+
+
+def _marks(count: int) -> str:
+    return ", ".join(f"${i + 1}" for i in range(count))
+
+
 class VaultRepository:
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -136,6 +146,40 @@ class VaultRepository:
         assert winner is not None
         return winner
 
+    async def citizens_by_indexes(self, blind_indexes: Sequence[bytes]) -> dict[bytes, str]:
+        """blind index -> citizen id, for those of ``blind_indexes`` that exist."""
+        out: dict[bytes, str] = {}
+        for chunk in _chunks(blind_indexes):
+            rows = await self.db.fetch(
+                "SELECT blind_index, citizen_id FROM citizen_index"
+                f" WHERE blind_index IN ({_marks(len(chunk))})",
+                *chunk,
+            )
+            out.update({_bytes(r["blind_index"]): str(r["citizen_id"]) for r in rows})
+        return out
+
+    async def create_citizens(
+        self, proposed: Mapping[bytes, tuple[str, str]], now: int
+    ) -> dict[bytes, str]:
+        """Create citizens ``blind index -> (citizen id, kind)`` unless their index exists
+        (a concurrent writer's); return every index's winner. Inside a transaction."""
+        await self.db.executemany(
+            "INSERT INTO citizen_index (blind_index, citizen_id, kind) VALUES ($1, $2, $3)"
+            " ON CONFLICT (blind_index) DO NOTHING",
+            [(blind, citizen_id, kind) for blind, (citizen_id, kind) in proposed.items()],
+        )
+        winners = await self.citizens_by_indexes(list(proposed))
+        await self.db.executemany(
+            "INSERT INTO citizens (citizen_id, created_at) VALUES ($1, $2)"
+            " ON CONFLICT (citizen_id) DO NOTHING",
+            [
+                (citizen_id, now)
+                for blind, (citizen_id, _) in proposed.items()
+                if winners.get(blind) == citizen_id
+            ],
+        )
+        return winners
+
     async def citizen_exists(self, citizen_id: str) -> bool:
         row = await self.db.fetchrow(
             "SELECT 1 AS found FROM citizens WHERE citizen_id = $1", citizen_id
@@ -158,6 +202,52 @@ class VaultRepository:
             record_type,
         )
         return _dek(row) if row else None
+
+    async def current_deks(self, citizen_ids: Sequence[str]) -> dict[tuple[str, str], DekRow]:
+        """(citizen, type) -> its current DEK (highest ``dek_version``), for every type of
+        every citizen in ``citizen_ids``."""
+        out: dict[tuple[str, str], DekRow] = {}
+        for chunk in _chunks(citizen_ids):
+            rows = await self.db.fetch(
+                f"SELECT * FROM deks WHERE citizen_id IN ({_marks(len(chunk))})", *chunk
+            )
+            for row in rows:
+                dek = _dek(row)
+                pair = (dek.citizen_id, dek.record_type)
+                if pair not in out or out[pair].dek_version < dek.dek_version:
+                    out[pair] = dek
+        return out
+
+    async def existing_dek_ids(self, dek_ids: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for chunk in _chunks(dek_ids):
+            rows = await self.db.fetch(
+                f"SELECT dek_id FROM deks WHERE dek_id IN ({_marks(len(chunk))})", *chunk
+            )
+            out.update(str(r["dek_id"]) for r in rows)
+        return out
+
+    async def insert_deks(self, deks: Sequence[DekRow]) -> None:
+        """Insert each DEK unless (citizen, type, dek_version) exists (a concurrent
+        writer's: :meth:`existing_dek_ids` tells). Inside a transaction."""
+        await self.db.executemany(
+            "INSERT INTO deks (dek_id, citizen_id, record_type, dek_version, wrapped,"
+            " kek_version, generation, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (citizen_id, record_type, dek_version) DO NOTHING",
+            [
+                (
+                    d.dek_id,
+                    d.citizen_id,
+                    d.record_type,
+                    d.dek_version,
+                    d.wrapped,
+                    d.kek_version,
+                    d.generation,
+                    d.created_at,
+                )
+                for d in deks
+            ],
+        )
 
     async def dek(self, dek_id: str) -> DekRow | None:
         row = await self.db.fetchrow("SELECT * FROM deks WHERE dek_id = $1", dek_id)
@@ -245,6 +335,62 @@ class VaultRepository:
             record_type,
         )
         return int(row["v"]) if row and row["v"] is not None else 0
+
+    async def latest_of(self, citizen_ids: Sequence[str]) -> dict[tuple[str, str], RecordRow]:
+        """(citizen, type) -> latest version, for every type of every citizen given."""
+        out: dict[tuple[str, str], RecordRow] = {}
+        for chunk in _chunks(citizen_ids):
+            rows = await self.db.fetch(
+                f"SELECT {_RECORD_COLUMNS} FROM records"
+                f" WHERE citizen_id IN ({_marks(len(chunk))}) AND superseded_at IS NULL",
+                *chunk,
+            )
+            for row in rows:
+                record = _record(row)
+                out[(record.meta.citizen_id, record.meta.record_type)] = record
+        return out
+
+    async def max_versions(self, citizen_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        """(citizen, type) -> highest version stored, superseded ones included."""
+        out: dict[tuple[str, str], int] = {}
+        for chunk in _chunks(citizen_ids):
+            rows = await self.db.fetch(
+                "SELECT citizen_id, record_type, max(version) AS v FROM records"
+                f" WHERE citizen_id IN ({_marks(len(chunk))}) GROUP BY citizen_id, record_type",
+                *chunk,
+            )
+            out.update({(str(r["citizen_id"]), str(r["record_type"])): int(r["v"]) for r in rows})
+        return out
+
+    async def supersede_many(self, record_ids: Sequence[str], now: int) -> None:
+        await self.db.executemany(
+            "UPDATE records SET superseded_at = $1 WHERE record_id = $2",
+            [(now, record_id) for record_id in record_ids],
+        )
+
+    async def insert_records(self, rows: Sequence[tuple[RecordRow, int | None]]) -> None:
+        """Insert versions with their ``superseded_at`` (a version superseded within the
+        same batch is stored superseded). Inside a transaction."""
+        await self.db.executemany(
+            f"INSERT INTO records ({_RECORD_COLUMNS}, superseded_at) VALUES"
+            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            [
+                (
+                    row.meta.record_id,
+                    row.meta.citizen_id,
+                    row.meta.record_type,
+                    row.meta.version,
+                    row.dek_id,
+                    row.ciphertext,
+                    row.content_digest,
+                    row.meta.source,
+                    1 if row.meta.attested else 0,
+                    row.meta.created_at,
+                    superseded_at,
+                )
+                for row, superseded_at in rows
+            ],
+        )
 
     async def supersede(self, record_id: str, now: int) -> None:
         await self.db.execute(

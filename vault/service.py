@@ -29,6 +29,7 @@ from vault.models import (
     PutResult,
     RecordContent,
     RecordMeta,
+    StoredVersion,
     Subject,
     new_id,
 )
@@ -124,6 +125,17 @@ def _sealed_payload(data: Mapping[str, Any], attestation: Any) -> bytes:
         ensure_ascii=False,
         allow_nan=False,
     ).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class PutRequest:
+    """One record for :meth:`VaultService.put_many` (data already validated)."""
+
+    subject: Subject
+    record_type: str
+    data: Mapping[str, Any]
+    source: str
+    attestation: Any = None
 
 
 @dataclass(frozen=True)
@@ -336,6 +348,171 @@ class VaultService:
             if isinstance(value, PutResult):
                 return value
         raise ConcurrentChange("the record kept changing during the write; retry")
+
+    async def put_many(
+        self,
+        requests: Sequence[PutRequest],
+        *,
+        actor: Actor,
+        client_id: str | None,
+        on_stored: Callable[[Sequence[StoredVersion]], Awaitable[Sequence[EntryDraft]]]
+        | None = None,
+    ) -> list[PutResult | None]:
+        """:meth:`resolve` and :meth:`put` for many records in ONE group-committed unit,
+        set-based: one query per kind of row, inserts with ``executemany``, one key-
+        provider call to unwrap the DEKs not in memory and one to wrap the new ones
+        (both before the unit). Requests are applied in order: a later one for the same
+        citizen and type sees the earlier one's version.
+
+        A request that raced a concurrent writer (its new citizen or DEK lost to
+        another's, or its DEK erased meanwhile) is not stored and has no entry: its
+        result is None and the caller runs it alone through :meth:`put`.
+        """
+        if not requests:
+            return []
+        now = self.clock.now_ms()
+        # 1. Citizens, outside the unit: existing ones found, new ids proposed.
+        blinds = [self.keyring.blind_index(r.subject.kind, r.subject.value) for r in requests]
+        known = await self.repo.citizens_by_indexes(sorted(set(blinds)))
+        proposed: dict[bytes, tuple[str, str]] = {}
+        citizen_of: list[str] = []
+        for request, blind in zip(requests, blinds, strict=True):
+            citizen_id = known.get(blind)
+            if citizen_id is None:
+                if blind not in proposed:
+                    proposed[blind] = (new_id("cit"), request.subject.kind)
+                citizen_id = proposed[blind][0]
+            citizen_of.append(citizen_id)
+        # 2. DEKs, outside the unit: unwrap the ones not in memory, make the missing ones.
+        pairs = sorted({(c, r.record_type) for c, r in zip(citizen_of, requests, strict=True)})
+        current = await self.repo.current_deks(sorted(set(known.values())))
+        keys: dict[tuple[str, str], tuple[DekRow, bytes]] = {}
+        locked: list[DekRow] = []
+        for pair in pairs:
+            row = current.get(pair)
+            if row is None:
+                continue
+            dek = self.cache.get(row.dek_id, row.generation)
+            if dek is None:
+                locked.append(row)
+            else:
+                keys[pair] = (row, dek)
+        for row, dek in zip(locked, await self.unwrap(locked), strict=True):
+            keys[(row.citizen_id, row.record_type)] = (row, dek)
+        missing = [pair for pair in pairs if pair not in current]
+        fresh = [crypto.random_key() for _ in missing]
+        wrapped = await self.keys.wrap(
+            [
+                WrapRequest(c, dek, crypto.wrap_aad(c, t, DEK_VERSION))
+                for (c, t), dek in zip(missing, fresh, strict=True)
+            ]
+        )
+        new_deks: list[DekRow] = []
+        for (c, t), dek, value in zip(missing, fresh, wrapped, strict=True):
+            row = DekRow(
+                dek_id=new_id("dek"),
+                citizen_id=c,
+                record_type=t,
+                dek_version=DEK_VERSION,
+                wrapped=value,
+                kek_version=self.keys.version_of(value),
+                generation=1,
+                created_at=now,
+            )
+            new_deks.append(row)
+            keys[(c, t)] = (row, dek)
+        # Content digests, one HKDF per DEK.
+        digest_keys = {pair: crypto.digest_key(dek) for pair, (_, dek) in keys.items()}
+        canonicals = [canonical(r.data) for r in requests]
+
+        async def work() -> tuple[tuple[list[PutResult | None], set[str]], list[EntryDraft]]:
+            lost: set[str] = set()
+            if proposed:
+                winners = await self.repo.create_citizens(proposed, now)
+                lost = {c for blind, (c, _) in proposed.items() if winners.get(blind) != c}
+            await self.repo.insert_deks([d for d in new_deks if d.citizen_id not in lost])
+            present = await self.repo.existing_dek_ids([row.dek_id for row, _ in keys.values()])
+            stored_citizens = sorted({c for c in citizen_of if c not in lost})
+            existing = sorted(set(stored_citizens) & set(known.values()))
+            latest = await self.repo.latest_of(existing)
+            highest = await self.repo.max_versions(existing)
+            # (citizen, type) -> (version, digest, record id, pending insert index or None)
+            heads: dict[tuple[str, str], tuple[int, bytes | None, str | None, int | None]] = {}
+            for pair, record in latest.items():
+                heads[pair] = (
+                    record.meta.version,
+                    record.content_digest,
+                    record.meta.record_id,
+                    None,
+                )
+            for pair, version in highest.items():
+                heads.setdefault(pair, (version, None, None, None))
+            results: list[PutResult | None] = []
+            drafts: list[EntryDraft] = []
+            inserts: list[tuple[RecordRow, int | None]] = []
+            superseded: list[str] = []
+            announced: list[StoredVersion] = []
+            for index, request in enumerate(requests):
+                citizen_id, record_type = citizen_of[index], request.record_type
+                pair = (citizen_id, record_type)
+                dek_row, dek = keys[pair]
+                if citizen_id in lost or dek_row.dek_id not in present:
+                    results.append(None)
+                    continue
+                digest = crypto.hmac_sha256(digest_keys[pair], canonicals[index])
+                attested = request.attestation is not None
+                action = "record.attested" if attested else "record.put"
+                version, head_digest, head_id, pending = heads.get(pair, (0, None, None, None))
+                if (
+                    head_digest is not None
+                    and head_id is not None
+                    and crypto.constant_time_equal(head_digest, digest)
+                ):
+                    results.append(PutResult(head_id, citizen_id, record_type, version, False))
+                    drafts.append(
+                        self._entry(actor, action, citizen_id, record_type, version, client_id)
+                    )
+                    continue
+                if pending is not None:  # an earlier version of this batch, stored superseded
+                    inserts[pending] = (inserts[pending][0], now)
+                elif head_id is not None:
+                    superseded.append(head_id)
+                version += 1
+                record_id = new_id("rec")
+                sealed = crypto.seal(
+                    dek,
+                    _sealed_payload(request.data, request.attestation),
+                    crypto.record_aad(citizen_id, record_type, version, record_id),
+                )
+                meta = RecordMeta(
+                    record_id=record_id,
+                    citizen_id=citizen_id,
+                    record_type=record_type,
+                    version=version,
+                    source=request.source,
+                    attested=attested,
+                    created_at=now,
+                )
+                heads[pair] = (version, digest, record_id, len(inserts))
+                inserts.append((RecordRow(meta, dek_row.dek_id, sealed, digest), None))
+                results.append(PutResult(record_id, citizen_id, record_type, version, True))
+                drafts.append(
+                    self._entry(actor, action, citizen_id, record_type, version, client_id)
+                )
+                announced.append(StoredVersion(citizen_id, record_type, request.data, version))
+            await self.repo.supersede_many(superseded, now)
+            await self.repo.insert_records(inserts)
+            if on_stored is not None:
+                drafts.extend(await on_stored(announced))
+            return (results, present), drafts
+
+        (results, present), _ = await self.audit.run(work)
+        for row in new_deks:
+            if row.dek_id in present:
+                self.cache.put(
+                    row.dek_id, row.generation, keys[(row.citizen_id, row.record_type)][1]
+                )
+        return results
 
     def _entry(  # noqa: PLR0917 - mirrors the entry's own field order
         self,

@@ -61,6 +61,9 @@ WRITE_LOCK_RACES = 3
 
 #: The reader runs on the event loop: it may wait this long (WAL recovery only).
 SQLITE_READER_TIMEOUT = 0.5
+#: Ids per ``IN (...)`` list in set-based statements: far below SQLite's 32,766 and
+#: PostgreSQL's 32,767 parameters per statement.
+IN_CHUNK = 500
 
 _DOLLAR_PARAM = re.compile(r"\$(\d+)")
 

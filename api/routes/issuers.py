@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from litestar import Request, Response, post
@@ -14,12 +13,13 @@ from api.openapi import success
 from api.replay import idempotent
 from api.responses import BatchResult, BatchResults, RecordPut
 from api.schemas import MAX_BATCH, BatchIn, RecordIn
+from consent.intake import IssueRequest
 from consent.tokens import AccessPrincipal
 from vault.errors import OncevaultError
+from vault.models import PutResult
 from vault.service import Actor
 
 ISSUER = {"principal": Provide(require("issuer"))}
-BATCH_CONCURRENCY = 64
 
 
 def _put_body(result: Any) -> RecordPut:
@@ -82,35 +82,34 @@ async def put_records(
     intake = runtime.intake
     client_id = principal.client.client_id
     actor = Actor("client", client_id, request_id(request))
-    gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
-    async def one(index: int, record: RecordIn) -> BatchResult:
-        async with gate:
-            try:
-                result = await intake.issue(
-                    client_id=client_id,
+    def result_of(index: int, result: PutResult | OncevaultError) -> BatchResult:
+        if isinstance(result, OncevaultError):
+            status = {"type_not_issuable": 403, "validation_error": 422}.get(result.code, 422)
+            return BatchResult(index=index, status=status, code=result.code)
+        return BatchResult(
+            index=index,
+            status=201 if result.created else 200,
+            record_id=result.record_id,
+            type=result.record_type,
+            version=result.version,
+        )
+
+    async def produce() -> tuple[BatchResults, int]:
+        results = await intake.issue_many(
+            client_id=client_id,
+            records=[
+                IssueRequest(
                     subject=record.subject.as_mapping(),
                     record_type=record.type,
                     data=record.data,
                     attestation=record.attestation,
-                    actor=actor,
                 )
-            except OncevaultError as exc:
-                if exc.code in ("kms_unavailable", "unavailable"):
-                    raise
-                status = {"type_not_issuable": 403, "validation_error": 422}.get(exc.code, 422)
-                return BatchResult(index=index, status=status, code=exc.code)
-            return BatchResult(
-                index=index,
-                status=201 if result.created else 200,
-                record_id=result.record_id,
-                type=result.record_type,
-                version=result.version,
-            )
-
-    async def produce() -> tuple[BatchResults, int]:
-        results = await asyncio.gather(*(one(i, r) for i, r in enumerate(data.records)))
-        return BatchResults(results=list(results)), 200
+                for record in data.records
+            ],
+            actor=actor,
+        )
+        return BatchResults(results=[result_of(i, r) for i, r in enumerate(results)]), 200
 
     return await idempotent(request, client_id, produce)
 

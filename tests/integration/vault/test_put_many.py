@@ -1,0 +1,228 @@
+"""`VaultService.put_many` (the set-based path behind `POST /v1/records:batch`) against
+`resolve` + `put` one by one, on both engines: the same versions, the same "created"
+answers, the same latest content, one entry per record; requests that raced a
+concurrent writer are left to the caller, with nothing stored for them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from api.db import migrate
+from api.runtime import Runtime
+from tests.conftest import ENGINES, _drop, _make_database
+from tests.helpers.runtime import local_settings, open_runtime
+from vault.clock import ManualClock
+from vault.models import PutResult, StoredVersion, Subject
+from vault.service import Actor, PutRequest, VaultService
+from vault.storage import Database
+
+ISSUER = Actor("client", "nts", "req_batch")
+TYPES = ("income_certificate", "real_estate_title")
+CONTENTS = ({"year": 2024}, {"year": 2025}, {"year": 2025, "note": "가"})
+_salts = itertools.count(1)
+
+#: (subject, type, content) indexes: few of each, so repeats and duplicates are common.
+OPS = st.lists(
+    st.tuples(st.integers(0, 3), st.sampled_from(TYPES), st.integers(0, len(CONTENTS) - 1)),
+    max_size=12,
+)
+
+
+def subject(salt: int, index: int) -> Subject:
+    return Subject.parse({"nid": f"{900101 + salt % 9:06d}-{salt * 10 + index:07d}"})
+
+
+def request(salt: int, op: tuple[int, str, int]) -> PutRequest:
+    who, record_type, content = op
+    return PutRequest(subject(salt, who), record_type, CONTENTS[content], "nts")
+
+
+async def one_by_one(
+    vault: VaultService, salt: int, ops: list[tuple[int, str, int]]
+) -> list[PutResult]:
+    out = []
+    for op in ops:
+        r = request(salt, op)
+        citizen = await vault.resolve(r.subject)
+        out.append(
+            await vault.put(
+                citizen_id=citizen,
+                record_type=r.record_type,
+                data=r.data,
+                source="nts",
+                actor=ISSUER,
+                client_id="nts",
+            )
+        )
+    return out
+
+
+async def latest(vault: VaultService, salt: int) -> dict[tuple[int, str], tuple[int, Any]]:
+    """(subject, type) -> (version, data) of every latest version of this salt's citizens."""
+    out = {}
+    for who in range(4):
+        citizen = await vault.lookup(subject(salt, who))
+        if citizen is None:
+            continue
+        for meta in await vault.list_records(citizen):
+            content, _ = await vault.read(
+                citizen_id=citizen, record_type=meta.record_type, actor=ISSUER
+            )
+            out[(who, meta.record_type)] = (meta.version, content.data)
+    return out
+
+
+async def entries_since(database: Database, seq: int) -> list[tuple[str, str | None, int | None]]:
+    rows = await database.fetch("SELECT leaf FROM audit_entries WHERE seq >= $1 ORDER BY seq", seq)
+    import json  # noqa: PLC0415
+
+    out = []
+    for row in rows:
+        entry = json.loads(bytes(row["leaf"]))
+        out.append((entry["action"], entry.get("record_type"), entry.get("record_version")))
+    return out
+
+
+async def compare(runtime: Runtime, prefix: list[Any], batch: list[Any]) -> None:
+    vault = runtime.vault
+    assert vault is not None
+    database = runtime.database
+    many, single = next(_salts), next(_salts)
+    await one_by_one(vault, many, prefix)
+    await one_by_one(vault, single, prefix)
+
+    seq = (await runtime.audit.state()).size
+    got = await vault.put_many([request(many, op) for op in batch], actor=ISSUER, client_id="nts")
+    got_entries = await entries_since(database, seq)
+    seq = (await runtime.audit.state()).size
+    want = await one_by_one(vault, single, batch)
+    want_entries = await entries_since(database, seq)
+
+    assert all(r is not None for r in got)
+    assert [(r.version, r.created) for r in got if r] == [(r.version, r.created) for r in want]
+    assert await latest(vault, many) == await latest(vault, single)
+    assert got_entries == want_entries  # one record.put per record, same versions
+    # Exactly one live version per (citizen, type), all others superseded.
+    rows = await database.fetch(
+        "SELECT citizen_id, record_type, count(*) AS n FROM records"
+        " WHERE superseded_at IS NULL GROUP BY citizen_id, record_type HAVING count(*) > 1"
+    )
+    assert rows == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_put_many_equals_resolve_and_put_one_by_one(engine: str) -> None:
+    loop = asyncio.new_event_loop()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        database, schema = loop.run_until_complete(_make_database(engine, tmp_path))
+        try:
+            loop.run_until_complete(migrate(database))
+            runtime = loop.run_until_complete(
+                open_runtime(local_settings(tmp_path), database, ManualClock())
+            )
+
+            @settings(max_examples=40, deadline=None)
+            @given(prefix=OPS, batch=OPS)
+            def check(prefix: list[Any], batch: list[Any]) -> None:
+                loop.run_until_complete(compare(runtime, prefix, batch))
+
+            check()
+            loop.run_until_complete(runtime.close(database=False))
+        finally:
+            loop.run_until_complete(_drop(database, schema))
+            loop.close()
+
+
+async def test_a_batch_is_one_unit_with_one_entry_per_record(
+    vault: VaultService, runtime: Runtime, database: Database
+) -> None:
+    announced: list[StoredVersion] = []
+
+    async def on_stored(stored: Any) -> list[Any]:
+        announced.extend(stored)
+        return []
+
+    before = runtime.audit.batches
+    size = (await runtime.audit.state()).size
+    results = await vault.put_many(
+        [request(0, (i, "income_certificate", 0)) for i in range(4)]
+        + [request(0, (0, "income_certificate", 1))],
+        actor=ISSUER,
+        client_id="nts",
+        on_stored=on_stored,
+    )
+    assert [(r.version, r.created) for r in results if r] == [(1, True)] * 4 + [(2, True)]
+    assert runtime.audit.batches == before + 1  # citizens, DEKs and records: one COMMIT
+    assert (await runtime.audit.state()).size == size + 5
+    assert [(s.record_type, s.version) for s in announced] == [("income_certificate", 1)] * 4 + [
+        ("income_certificate", 2)
+    ]
+    stored = await database.fetch("SELECT superseded_at FROM records ORDER BY version")
+    assert sum(1 for r in stored if r["superseded_at"] is None) == 4
+
+
+async def test_a_citizen_created_meanwhile_is_left_to_the_caller(
+    vault: VaultService, runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer creates the same new citizen between the lookup and the unit: that
+    request is not stored (None, no record, no entry); the others are."""
+    racing = subject(7, 1)
+    wrap = vault.keys.wrap
+
+    async def wrap_while_another_writer_resolves(items: Any) -> list[str]:
+        await vault.resolve(racing)  # commits the citizen before put_many's unit
+        return await wrap(items)
+
+    monkeypatch.setattr(vault.keys, "wrap", wrap_while_another_writer_resolves)
+    size = (await runtime.audit.state()).size
+    results = await vault.put_many(
+        [request(7, (0, "income_certificate", 0)), request(7, (1, "income_certificate", 0))],
+        actor=ISSUER,
+        client_id="nts",
+    )
+    assert results[0] is not None and results[0].created
+    assert results[1] is None
+    winner = await vault.lookup(racing)
+    assert winner is not None
+    assert await vault.list_records(winner) == []
+    assert (await runtime.audit.state()).size == size + 1
+    orphans = await database.fetch(
+        "SELECT d.dek_id FROM deks d LEFT JOIN citizens c ON c.citizen_id = d.citizen_id"
+        " WHERE c.citizen_id IS NULL"
+    )
+    assert orphans == []
+
+
+async def test_a_dek_erased_meanwhile_is_left_to_the_caller(
+    vault: VaultService, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = request(8, (0, "income_certificate", 0))
+    (stored,) = await vault.put_many([first], actor=ISSUER, client_id="nts")
+    assert stored is not None
+    wrap = vault.keys.wrap
+
+    async def wrap_while_the_citizen_is_erased(items: Any) -> list[str]:
+        await vault.erase(citizen_id=stored.citizen_id, types=None, actor=ISSUER)
+        return await wrap(items)
+
+    monkeypatch.setattr(vault.keys, "wrap", wrap_while_the_citizen_is_erased)
+    size = (await runtime.audit.state()).size
+    results = await vault.put_many(
+        [request(8, (0, "income_certificate", 1)), request(8, (2, "income_certificate", 0))],
+        actor=ISSUER,
+        client_id="nts",
+    )
+    assert results[0] is None  # its DEK was shredded by the erasure
+    assert results[1] is not None and results[1].created
+    grown = (await runtime.audit.state()).size - size
+    assert grown >= 2  # the erasure's entries and the one stored record's
+    assert await vault.list_records(stored.citizen_id) == []
