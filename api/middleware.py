@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import secrets
 import time
-from base64 import b32encode
 
 import structlog
 from litestar import Litestar
@@ -13,12 +11,14 @@ from litestar.enums import ScopeType
 from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from vault.models import new_id
+
 log = structlog.get_logger("api.access")
 
 
 def new_request_id() -> str:
     """``req_`` + 26 base32 characters: unique, opaque, and valid in audit entries."""
-    return "req_" + b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()[:26]
+    return new_id("req")
 
 
 class RequestIdMiddleware:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import secrets
-from base64 import b32encode
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,10 +17,23 @@ _NID = re.compile(r"\d{6}-?\d{7}")
 _CI = re.compile(r"[A-Za-z0-9+/=_-]{1,256}")
 
 
+#: Byte -> lowercase RFC 4648 base32 character of its low 5 bits. 256 is a multiple
+#: of 32, so a uniformly random byte gives a uniformly random character.
+_BASE32_OF_BYTE = bytes(b"abcdefghijklmnopqrstuvwxyz234567"[b & 31] for b in range(256))
+
+
+def random_base32(length: int = 26) -> str:
+    """``length`` characters of lowercase base32, 5 fresh random bits each (26: 130 bits).
+
+    The alphabet and length of ``b32encode(token_bytes(20))[:26]``, without the
+    pure-Python base32 encoder (a few µs per id; a bulk batch makes three a record).
+    """
+    return secrets.token_bytes(length).translate(_BASE32_OF_BYTE).decode("ascii")
+
+
 def new_id(prefix: str) -> str:
     """``prefix`` + ``_`` + 26 characters of random base32 (130 bits), lowercase."""
-    body = b32encode(secrets.token_bytes(20)).decode("ascii").lower()[:26]
-    return f"{prefix}_{body}"
+    return f"{prefix}_{random_base32()}"
 
 
 @dataclass(frozen=True)
