@@ -98,3 +98,46 @@ async def test_a_batch_answers_in_order_and_announces_new_versions_once(local: L
         2,
         newer["total_income"],
     )
+
+
+async def test_a_batch_without_its_key_provider_stores_nothing(
+    local: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole batch is one unit: the key provider down is 503 `kms_unavailable` with
+    no record, no citizen and no entry (before, the records handled first stayed)."""
+    from vault.errors import KeyProviderUnavailable  # noqa: PLC0415
+
+    nts = {"Authorization": "Bearer " + await token(local.http, local, "nts", scope="issuer")}
+    ok = await local.http.post(
+        "/v1/records:batch", headers=nts, json={"records": [record(nid_for(1, 77), income(""))]}
+    )
+    assert ok.status_code == 200
+    assert ok.json()["results"][0]["status"] == 201
+
+    async def down(*_: object, **__: object) -> list[str]:
+        raise KeyProviderUnavailable("key provider unreachable")
+
+    monkeypatch.setattr(local.runtime.keys, "wrap", down)
+    size = (await local.runtime.audit.state()).size
+    counts = [
+        len(await local.database.fetch(f"SELECT 1 FROM {table}"))
+        for table in ("records", "citizens", "deks")
+    ]
+    answer = await local.http.post(
+        "/v1/records:batch",
+        headers=nts,
+        json={
+            "records": [
+                record(nid_for(1, 77), income("", 5)),  # existing citizen: its DEK is cached
+                record(nid_for(2, 77), income("")),  # new citizen: needs a wrap
+            ]
+        },
+    )
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "kms_unavailable"
+    assert "retry-after" in answer.headers
+    assert (await local.runtime.audit.state()).size == size
+    assert [
+        len(await local.database.fetch(f"SELECT 1 FROM {table}"))
+        for table in ("records", "citizens", "deks")
+    ] == counts
