@@ -8,6 +8,7 @@ make suggestions. A refused write to an authenticated caller is audited.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,14 +109,12 @@ class RecordIntake:
         out: list[PutResult | OncevaultError | None] = [None] * len(records)
         requests: list[PutRequest] = []
         where: list[int] = []
+        refused: list[tuple[int, PolicyDenied, str]] = []
         for index, record in enumerate(records):
             decision = may_issue(catalogue, client_id, record.record_type)
             if not decision.allowed:
-                out[index] = await self._refuse(
-                    actor,
-                    PolicyDenied(decision.reasons, decision.details),
-                    record.record_type,
-                    None,
+                refused.append(
+                    (index, PolicyDenied(decision.reasons, decision.details), record.record_type)
                 )
                 continue
             try:
@@ -128,6 +127,12 @@ class RecordIntake:
                 PutRequest(parsed, record.record_type, clean, client_id, record.attestation)
             )
             where.append(index)
+        # Refusals are audited concurrently: their units share group commits.
+        denials = await asyncio.gather(
+            *(self._refuse(actor, error, record_type, None) for _, error, record_type in refused)
+        )
+        for (index, _, _), denial in zip(refused, denials, strict=True):
+            out[index] = denial
         stored = await self.vault.put_many(
             requests,
             actor=actor,
@@ -135,8 +140,23 @@ class RecordIntake:
             on_stored=self.consents.after_records_stored,
         )
         for index, result in zip(where, stored, strict=True):
-            record = records[index]
-            out[index] = result or await self.issue(
+            out[index] = (
+                result
+                if result is not None
+                else await self._issue_alone(client_id, records[index], actor)
+            )
+        done = [result for result in out if result is not None]
+        assert len(done) == len(records)
+        return done
+
+    async def _issue_alone(
+        self, client_id: str, record: IssueRequest, actor: Actor
+    ) -> PutResult | OncevaultError:
+        """A batch's record that raced a concurrent writer, through :meth:`issue`; its
+        refusal is its result (the catalogue may have changed meanwhile), an outage
+        fails the batch."""
+        try:
+            return await self.issue(
                 client_id=client_id,
                 subject=record.subject,
                 record_type=record.record_type,
@@ -144,9 +164,10 @@ class RecordIntake:
                 attestation=record.attestation,
                 actor=actor,
             )
-        done = [result for result in out if result is not None]
-        assert len(done) == len(records)
-        return done
+        except OncevaultError as exc:
+            if exc.code in ("kms_unavailable", "unavailable"):
+                raise
+            return exc
 
     async def self_assert(
         self, *, citizen_id: str, record_type: str, data: Any, actor: Actor

@@ -27,7 +27,7 @@ from audit.models import EntryDraft, Item, safe_token
 from consent.errors import ConsentError
 from consent.models import ReadGrant
 from consent.service import ConsentService
-from vault.errors import OncevaultError, RecordNotFound, StorageError
+from vault.errors import DecryptionError, OncevaultError, RecordNotFound, StorageError
 from vault.repository import DekRow, RecordRow
 from vault.service import Actor, VaultService
 
@@ -49,8 +49,9 @@ class _NeedKeys:
     rows: list[DekRow]
 
 
-#: Units a read runs at most: one, plus one per round of keys to unwrap (a DEK
-#: replaced between the rounds, by a rotation or an erasure, takes another).
+#: Units a read runs at most: one, plus one after each round of keys unwrapped (a DEK
+#: replaced between the rounds, by a rotation or an erasure, takes another). Past
+#: that, 503 ``unavailable``.
 KEY_ROUNDS = 3
 
 
@@ -109,8 +110,10 @@ class DataReader:
                     else:
                         rows.append((row, dek, fields))
                 if missing:
-                    # Nothing written yet: this unit commits nothing and appends nothing.
-                    return _NeedKeys(missing), []
+                    # Nothing of the read is written: no count, no proof use, no entry
+                    # (``drafts`` is empty for a grant; passed on so that could never
+                    # leave a transition without its entry).
+                    return _NeedKeys(missing), drafts
             if gate is not None:
                 refused = await gate()  # DPoP proof use, rate limit: counted in this unit
                 if refused is not None:
@@ -142,16 +145,23 @@ class DataReader:
                 ]
             return (grant, rows), [*drafts, *more, self._ok(actor, grant, rows, single)]
 
-        for _ in range(KEY_ROUNDS):
+        for round_ in range(1, KEY_ROUNDS + 1):
             value, entries = await self.audit.run(work)
             if not isinstance(value, _NeedKeys):
                 break
+            if round_ == KEY_ROUNDS:
+                raise StorageError("the record keys changed during the read; retry shortly")
             # Outside any transaction; KeyProviderUnavailable leaves nothing recorded.
-            deks = await self.vault.unwrap(value.rows)
+            try:
+                deks = await self.vault.unwrap(value.rows)
+            except DecryptionError:
+                # A rotation may have rewrapped a row since the unit read it: the next
+                # round reads it again, and a row that truly fails fails there.
+                if round_ + 1 == KEY_ROUNDS:
+                    raise
+                continue
             for dek_row, dek in zip(value.rows, deks, strict=True):
                 unwrapped[(dek_row.dek_id, dek_row.generation)] = dek
-        else:
-            raise StorageError("the record keys changed during the read; retry shortly")
         seq = entries[-1].seq
         if isinstance(value, OncevaultError):
             value.audit_seq = seq  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import rfc8785
@@ -20,7 +20,7 @@ from audit.log import AuditLog
 from audit.models import EntryDraft, Item
 from vault import crypto
 from vault.clock import Clock
-from vault.errors import ConcurrentChange, DecryptionError, RecordNotFound
+from vault.errors import ConcurrentChange, DecryptionError, OncevaultError, RecordNotFound
 from vault.keyring import Keyring, secret_aad, signing_aad
 from vault.keys import KeyProvider, UnwrapRequest, WrapRequest
 from vault.ledger import Ledger
@@ -203,6 +203,20 @@ class VaultService:
             return cached
         return (await self.unwrap([row]))[0]
 
+    async def _unwrap_each(self, rows: Sequence[DekRow]) -> list[bytes | DecryptionError]:
+        """:meth:`unwrap` in one call; when one of them does not unwrap (the provider
+        fails the whole call), one by one, so only that one fails."""
+        try:
+            return list(await self.unwrap(rows))
+        except DecryptionError:
+            out: list[bytes | DecryptionError] = []
+            for row in rows:
+                try:
+                    out.append((await self.unwrap([row]))[0])
+                except DecryptionError as exc:
+                    out.append(exc)
+            return out
+
     def cached_dek(self, row: DekRow) -> bytes | None:
         """The unwrapped DEK of ``row`` when the cache holds it (no key-provider call:
         safe inside a unit)."""
@@ -357,7 +371,7 @@ class VaultService:
         client_id: str | None,
         on_stored: Callable[[Sequence[StoredVersion]], Awaitable[Sequence[EntryDraft]]]
         | None = None,
-    ) -> list[PutResult | None]:
+    ) -> list[PutResult | OncevaultError | None]:
         """:meth:`resolve` and :meth:`put` for many records in ONE group-committed unit,
         set-based: one query per kind of row, inserts with ``executemany``, one key-
         provider call to unwrap the DEKs not in memory and one to wrap the new ones
@@ -365,12 +379,14 @@ class VaultService:
         citizen and type sees the earlier one's version.
 
         A request that raced a concurrent writer (its new citizen or DEK lost to
-        another's, or its DEK erased meanwhile) is not stored and has no entry: its
-        result is None and the caller runs it alone through :meth:`put`.
+        another's, its citizen or DEK erased meanwhile) is not stored and has no entry:
+        its result is None and the caller runs it alone through :meth:`put`. A request
+        whose DEK does not unwrap gets that :class:`DecryptionError` as its result;
+        the others are stored. Times are read inside the unit (an erasure shreds by
+        ``created_at``).
         """
         if not requests:
             return []
-        now = self.clock.now_ms()
         # 1. Citizens, outside the unit: existing ones found, new ids proposed.
         blinds = [self.keyring.blind_index(r.subject.kind, r.subject.value) for r in requests]
         known = await self.repo.citizens_by_indexes(sorted(set(blinds)))
@@ -397,15 +413,24 @@ class VaultService:
                 locked.append(row)
             else:
                 keys[pair] = (row, dek)
-        for row, dek in zip(locked, await self.unwrap(locked), strict=True):
-            keys[(row.citizen_id, row.record_type)] = (row, dek)
+        failed: dict[tuple[str, str], DecryptionError] = {}
+        for row, unwrapped in zip(locked, await self._unwrap_each(locked), strict=True):
+            pair = (row.citizen_id, row.record_type)
+            if isinstance(unwrapped, DecryptionError):
+                failed[pair] = unwrapped
+            else:
+                keys[pair] = (row, unwrapped)
         missing = [pair for pair in pairs if pair not in current]
         fresh = [crypto.random_key() for _ in missing]
-        wrapped = await self.keys.wrap(
-            [
-                WrapRequest(c, dek, crypto.wrap_aad(c, t, DEK_VERSION))
-                for (c, t), dek in zip(missing, fresh, strict=True)
-            ]
+        wrapped = (
+            await self.keys.wrap(
+                [
+                    WrapRequest(c, dek, crypto.wrap_aad(c, t, DEK_VERSION))
+                    for (c, t), dek in zip(missing, fresh, strict=True)
+                ]
+            )
+            if missing
+            else []
         )
         new_deks: list[DekRow] = []
         for (c, t), dek, value in zip(missing, fresh, wrapped, strict=True):
@@ -417,7 +442,7 @@ class VaultService:
                 wrapped=value,
                 kek_version=self.keys.version_of(value),
                 generation=1,
-                created_at=now,
+                created_at=0,  # stamped inside the unit
             )
             new_deks.append(row)
             keys[(c, t)] = (row, dek)
@@ -425,12 +450,19 @@ class VaultService:
         digest_keys = {pair: crypto.digest_key(dek) for pair, (_, dek) in keys.items()}
         canonicals = [canonical(r.data) for r in requests]
 
-        async def work() -> tuple[tuple[list[PutResult | None], set[str]], list[EntryDraft]]:
-            lost: set[str] = set()
+        async def work() -> tuple[
+            tuple[list[PutResult | OncevaultError | None], set[str]], list[EntryDraft]
+        ]:
+            now = self.clock.now_ms()
+            # Known citizens erased since they were looked up: their items go alone.
+            still = await self.repo.citizens_by_indexes(sorted(known))
+            lost = {c for blind, c in known.items() if still.get(blind) != c}
             if proposed:
                 winners = await self.repo.create_citizens(proposed, now)
-                lost = {c for blind, (c, _) in proposed.items() if winners.get(blind) != c}
-            await self.repo.insert_deks([d for d in new_deks if d.citizen_id not in lost])
+                lost |= {c for blind, (c, _) in proposed.items() if winners.get(blind) != c}
+            await self.repo.insert_deks(
+                [replace(d, created_at=now) for d in new_deks if d.citizen_id not in lost]
+            )
             present = await self.repo.existing_dek_ids([row.dek_id for row, _ in keys.values()])
             stored_citizens = sorted({c for c in citizen_of if c not in lost})
             existing = sorted(set(stored_citizens) & set(known.values()))
@@ -447,7 +479,7 @@ class VaultService:
                 )
             for pair, version in highest.items():
                 heads.setdefault(pair, (version, None, None, None))
-            results: list[PutResult | None] = []
+            results: list[PutResult | OncevaultError | None] = []
             drafts: list[EntryDraft] = []
             inserts: list[tuple[RecordRow, int | None]] = []
             superseded: list[str] = []
@@ -455,6 +487,9 @@ class VaultService:
             for index, request in enumerate(requests):
                 citizen_id, record_type = citizen_of[index], request.record_type
                 pair = (citizen_id, record_type)
+                if pair in failed:
+                    results.append(failed[pair])
+                    continue
                 dek_row, dek = keys[pair]
                 if citizen_id in lost or dek_row.dek_id not in present:
                     results.append(None)

@@ -491,7 +491,12 @@ class Database:
         transaction = self.engine.current_transaction.get()
         if transaction is None:
             raise StorageError("executemany needs a transaction")
-        await transaction.connection.executemany(query, [list(row) for row in rows])
+        try:
+            await transaction.connection.executemany(query, [list(row) for row in rows])
+        except _CONNECTION_FAILURES as exc:
+            # As in _run: inside a transaction nothing was committed; the work may rerun.
+            name = exc.__class__.__name__
+            raise ConnectionLostBeforeCommit(f"database connection lost ({name})") from None
 
     async def _run(self, sql: str, args: Sequence[object]) -> list[dict[str, Any]]:
         query = self._placeholders(sql)

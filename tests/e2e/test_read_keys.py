@@ -137,6 +137,32 @@ async def test_keys_replaced_on_every_round_give_up_with_503(
     )
     assert answer.status_code == 503
     assert answer.json()["code"] == "unavailable"
-    assert len(rounds) == 3
+    assert len(rounds) == 2  # three units, keys unwrapped between them
     assert await size(cold) == before
     assert await fetch_count(cold, consent_id) == fetched
+
+
+async def test_a_cold_read_with_a_dpop_proof_uses_it_once(cold: Local) -> None:
+    """The first unit (keys missing) writes nothing, so the proof is recorded by the
+    second one only: the read is served, and the same proof again is a replay."""
+    home = await setup_home(cold.http, cold, citizens=1)
+    consent_id = home.consent_of[home.nids[0]]
+    bank = cold.clients["kbank"]
+    token_url = cold.base_url + "/oauth/token"
+    issued = await cold.http.post(
+        "/oauth/token",
+        data=bank.token_form(cold.base_url, consent_id=consent_id),
+        headers={"DPoP": bank.dpop("POST", token_url)},
+    )
+    assert issued.status_code == 200
+    assert issued.json()["token_type"] == "DPoP"
+    bound = issued.json()["access_token"]
+    proof = bank.dpop("GET", cold.base_url + "/v1/data", token=bound)
+    headers = {"Authorization": f"DPoP {bound}", "DPoP": proof}
+    guarded = len(await cold.database.fetch("SELECT 1 FROM replay_guard"))
+    first = await cold.http.get("/v1/data", headers=headers)
+    assert first.status_code == 200
+    assert len(await cold.database.fetch("SELECT 1 FROM replay_guard")) == guarded + 1
+    again = await cold.http.get("/v1/data", headers=headers)
+    assert again.status_code == 401
+    assert again.json()["code"] == "invalid_dpop_proof"

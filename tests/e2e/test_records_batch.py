@@ -141,3 +141,23 @@ async def test_a_batch_without_its_key_provider_stores_nothing(
         len(await local.database.fetch(f"SELECT 1 FROM {table}"))
         for table in ("records", "citizens", "deks")
     ] == counts
+
+
+async def test_refusals_in_a_batch_share_their_commits(local: Local) -> None:
+    """Each refused record is audited (`denied`), and the refusals are appended in
+    group-committed batches together, not one COMMIT after another."""
+    nts = {"Authorization": "Bearer " + await token(local.http, local, "nts", scope="issuer")}
+    title = {"unique_number": "x", "address": "y"}
+    batches = local.runtime.audit.batches
+    size = (await local.runtime.audit.state()).size
+    answer = await local.http.post(
+        "/v1/records:batch",
+        headers=nts,
+        json={"records": [record(nid_for(i, 78), title, "real_estate_title") for i in range(20)]},
+    )
+    assert answer.status_code == 200
+    assert {(r["status"], r["code"]) for r in answer.json()["results"]} == {
+        (403, "type_not_issuable")
+    }
+    assert (await local.runtime.audit.state()).size == size + 20
+    assert local.runtime.audit.batches - batches <= 3

@@ -20,6 +20,7 @@ from api.runtime import Runtime
 from tests.conftest import ENGINES, _drop, _make_database
 from tests.helpers.runtime import local_settings, open_runtime
 from vault.clock import ManualClock
+from vault.errors import DecryptionError
 from vault.models import PutResult, StoredVersion, Subject
 from vault.service import Actor, PutRequest, VaultService
 from vault.storage import Database
@@ -226,3 +227,108 @@ async def test_a_dek_erased_meanwhile_is_left_to_the_caller(
     grown = (await runtime.audit.state()).size - size
     assert grown >= 2  # the erasure's entries and the one stored record's
     assert await vault.list_records(stored.citizen_id) == []
+
+
+async def test_times_are_read_inside_the_unit(
+    vault: VaultService, runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock moves while the key provider is called (before the unit): the stored
+    versions, the superseded one and the new DEK carry the unit's time, so an erasure
+    committed meanwhile (which shreds by `created_at`) never shreds them later."""
+    clock = vault.clock
+    assert isinstance(clock, ManualClock)
+    (first,) = await vault.put_many(
+        [request(9, (0, "income_certificate", 0))], actor=ISSUER, client_id="nts"
+    )
+    assert isinstance(first, PutResult)
+    wrap = vault.keys.wrap
+    before_unit = clock.now_ms()
+
+    async def slow_wrap(items: Any) -> list[str]:
+        clock.advance(seconds=5)
+        return await wrap(items)
+
+    monkeypatch.setattr(vault.keys, "wrap", slow_wrap)
+    results = await vault.put_many(
+        [request(9, (0, "income_certificate", 1)), request(9, (1, "income_certificate", 0))],
+        actor=ISSUER,
+        client_id="nts",
+    )
+    assert all(isinstance(r, PutResult) and r.created for r in results)
+    unit_time = before_unit + 5000
+    rows = await database.fetch(
+        "SELECT record_id, created_at, superseded_at FROM records WHERE citizen_id IN ($1, $2)",
+        first.citizen_id,
+        results[1].citizen_id,  # type: ignore[union-attr]
+    )
+    by_id = {r["record_id"]: r for r in rows}
+    assert by_id[first.record_id]["superseded_at"] == unit_time
+    for result in results:
+        assert by_id[result.record_id]["created_at"] == unit_time  # type: ignore[union-attr]
+    dek = await database.fetchrow(
+        "SELECT created_at FROM deks WHERE citizen_id = $1",
+        results[1].citizen_id,  # type: ignore[union-attr]
+    )
+    assert dek is not None and dek["created_at"] == unit_time
+
+
+async def test_a_citizen_erased_meanwhile_gets_no_record(
+    vault: VaultService, runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure between the lookup and the unit, for a type the citizen had no DEK
+    for: nothing is stored under the erased citizen's id (the item goes alone)."""
+    (first,) = await vault.put_many(
+        [request(10, (0, "income_certificate", 0))], actor=ISSUER, client_id="nts"
+    )
+    assert isinstance(first, PutResult)
+    wrap = vault.keys.wrap
+
+    async def wrap_while_the_citizen_is_erased(items: Any) -> list[str]:
+        await vault.erase(citizen_id=first.citizen_id, types=None, actor=ISSUER)
+        return await wrap(items)
+
+    monkeypatch.setattr(vault.keys, "wrap", wrap_while_the_citizen_is_erased)
+    (result,) = await vault.put_many(
+        [request(10, (0, "real_estate_title", 0))], actor=ISSUER, client_id="nts"
+    )
+    assert result is None
+    left = await database.fetch(
+        "SELECT 1 FROM records WHERE citizen_id = $1 UNION ALL"
+        " SELECT 1 FROM deks WHERE citizen_id = $1",
+        first.citizen_id,
+    )
+    assert left == []
+
+
+async def test_a_dek_that_does_not_unwrap_fails_its_records_only(
+    vault: VaultService, runtime: Runtime, database: Database
+) -> None:
+    stored = await vault.put_many(
+        [request(11, (i, "income_certificate", 0)) for i in range(3)],
+        actor=ISSUER,
+        client_id="nts",
+    )
+    assert all(isinstance(r, PutResult) for r in stored)
+    broken = stored[1]
+    assert isinstance(broken, PutResult)
+    other = await database.fetchrow(
+        "SELECT wrapped FROM deks WHERE citizen_id = $1",
+        stored[0].citizen_id,  # type: ignore[union-attr]
+    )
+    assert other is not None
+    # Another citizen's wrapped DEK: its AAD names another citizen, so it cannot unwrap.
+    await database.execute(
+        "UPDATE deks SET wrapped = $1, generation = generation + 1 WHERE citizen_id = $2",
+        other["wrapped"],
+        broken.citizen_id,
+    )
+    vault.cache.clear()
+    size = (await runtime.audit.state()).size
+    results = await vault.put_many(
+        [request(11, (i, "income_certificate", 1)) for i in range(3)],
+        actor=ISSUER,
+        client_id="nts",
+    )
+    assert isinstance(results[1], DecryptionError)
+    assert [(r.version, r.created) for r in (results[0], results[2])] == [(2, True), (2, True)]  # type: ignore[union-attr]
+    assert (await runtime.audit.state()).size == size + 2
