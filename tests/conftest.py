@@ -7,10 +7,14 @@ set (CI sets it). Each Postgres test gets a schema of its own, dropped afterward
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -19,6 +23,9 @@ from hypothesis import HealthCheck, settings
 from api.db import migrate, open_database
 from api.settings import DatabaseURL
 from vault.storage import Database
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
 
 pytest_plugins = ["tests.fixtures.openbao"]
 
@@ -77,6 +84,31 @@ async def _drop(database: Database, schema: str | None) -> None:
             await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
         finally:
             await connection.close()
+
+
+@contextmanager
+def runtime_on_its_own_loop(engine: str) -> Iterator[tuple[asyncio.AbstractEventLoop, Runtime]]:
+    """A migrated database on ``engine`` and a runtime over it, on a loop of their own,
+    for synchronous drivers such as Hypothesis' ``@given`` and state machines."""
+    from tests.helpers.runtime import local_settings, open_runtime  # noqa: PLC0415
+    from vault.clock import ManualClock  # noqa: PLC0415
+
+    loop = asyncio.new_event_loop()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        database, schema = loop.run_until_complete(_make_database(engine, tmp_path))
+        try:
+            loop.run_until_complete(migrate(database))
+            runtime = loop.run_until_complete(
+                open_runtime(local_settings(tmp_path), database, ManualClock())
+            )
+            try:
+                yield loop, runtime
+            finally:
+                loop.run_until_complete(runtime.close(database=False))
+        finally:
+            loop.run_until_complete(_drop(database, schema))
+            loop.close()
 
 
 @pytest.fixture(params=ENGINES)

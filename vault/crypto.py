@@ -337,7 +337,13 @@ def content_digest(dek: bytes, canonical_json: bytes) -> bytes:
     Keyed by the DEK, so it cannot be checked against guesses once the DEK is
     shredded.
     """
-    return hmac_sha256(digest_key(dek), canonical_json)
+    return keyed_content_digest(digest_key(dek), canonical_json)
+
+
+def keyed_content_digest(key: bytes, canonical_json: bytes) -> bytes:
+    """:func:`content_digest` with the DEK's digest key already derived
+    (:func:`digest_key`), for many records under one DEK."""
+    return hmac_sha256(key, canonical_json)
 
 
 # --------------------------------------------------------------------------

@@ -86,6 +86,29 @@ _RECORD_COLUMNS = (
 )
 
 
+_INSERT_DEK = (
+    "INSERT INTO deks (dek_id, citizen_id, record_type, dek_version, wrapped,"
+    " kek_version, generation, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    " ON CONFLICT (citizen_id, record_type, dek_version) DO NOTHING"
+)
+
+
+def _dek_values(d: DekRow) -> tuple[object, ...]:
+    return (
+        d.dek_id,
+        d.citizen_id,
+        d.record_type,
+        d.dek_version,
+        d.wrapped,
+        d.kek_version,
+        d.generation,
+        d.created_at,
+    )
+
+
+_RECORD_COLUMNS_OF_R = ", ".join("r." + c.strip() for c in _RECORD_COLUMNS.split(","))
+
+
 def _record(row: dict[str, Any]) -> RecordRow:
     return RecordRow(
         meta=RecordMeta(
@@ -230,24 +253,7 @@ class VaultRepository:
     async def insert_deks(self, deks: Sequence[DekRow]) -> None:
         """Insert each DEK unless (citizen, type, dek_version) exists (a concurrent
         writer's: :meth:`existing_dek_ids` tells). Inside a transaction."""
-        await self.db.executemany(
-            "INSERT INTO deks (dek_id, citizen_id, record_type, dek_version, wrapped,"
-            " kek_version, generation, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            " ON CONFLICT (citizen_id, record_type, dek_version) DO NOTHING",
-            [
-                (
-                    d.dek_id,
-                    d.citizen_id,
-                    d.record_type,
-                    d.dek_version,
-                    d.wrapped,
-                    d.kek_version,
-                    d.generation,
-                    d.created_at,
-                )
-                for d in deks
-            ],
-        )
+        await self.db.executemany(_INSERT_DEK, [_dek_values(d) for d in deks])
 
     async def dek(self, dek_id: str) -> DekRow | None:
         row = await self.db.fetchrow("SELECT * FROM deks WHERE dek_id = $1", dek_id)
@@ -255,19 +261,7 @@ class VaultRepository:
 
     async def insert_dek(self, dek: DekRow) -> bool:
         """Insert unless (citizen, type, dek_version) exists; True when inserted."""
-        rows = await self.db.fetch(
-            "INSERT INTO deks (dek_id, citizen_id, record_type, dek_version, wrapped,"
-            " kek_version, generation, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            " ON CONFLICT (citizen_id, record_type, dek_version) DO NOTHING RETURNING dek_id",
-            dek.dek_id,
-            dek.citizen_id,
-            dek.record_type,
-            dek.dek_version,
-            dek.wrapped,
-            dek.kek_version,
-            dek.generation,
-            dek.created_at,
-        )
+        rows = await self.db.fetch(_INSERT_DEK + " RETURNING dek_id", *_dek_values(dek))
         return bool(rows)
 
     # -- records ------------------------------------------------------------------
@@ -287,10 +281,8 @@ class VaultRepository:
         """The latest version and the DEK row it is sealed under, in one statement (the
         consented read's unit)."""
         row = await self.db.fetchrow(
-            "SELECT r.record_id, r.citizen_id, r.record_type, r.version, r.dek_id,"
-            " r.ciphertext, r.content_digest, r.source, r.attested, r.created_at,"
-            " d.dek_version, d.wrapped, d.kek_version, d.generation,"
-            " d.created_at AS dek_created_at"
+            f"SELECT {_RECORD_COLUMNS_OF_R}, d.dek_version, d.wrapped, d.kek_version,"
+            " d.generation, d.created_at AS dek_created_at"
             " FROM records r JOIN deks d ON d.dek_id = r.dek_id"
             " WHERE r.citizen_id = $1 AND r.record_type = $2 AND r.superseded_at IS NULL",
             citizen_id,
@@ -298,17 +290,7 @@ class VaultRepository:
         )
         if row is None:
             return None
-        dek = DekRow(
-            dek_id=row["dek_id"],
-            citizen_id=row["citizen_id"],
-            record_type=row["record_type"],
-            dek_version=int(row["dek_version"]),
-            wrapped=row["wrapped"],
-            kek_version=int(row["kek_version"]),
-            generation=int(row["generation"]),
-            created_at=int(row["dek_created_at"]),
-        )
-        return _record(row), dek
+        return _record(row), _dek({**row, "created_at": row["dek_created_at"]})
 
     async def version(self, citizen_id: str, record_type: str, version: int) -> RecordRow | None:
         row = await self.db.fetchrow(
@@ -398,21 +380,8 @@ class VaultRepository:
         )
 
     async def insert_record(self, row: RecordRow) -> None:
-        meta = row.meta
-        await self.db.execute(
-            f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES"
-            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            meta.record_id,
-            meta.citizen_id,
-            meta.record_type,
-            meta.version,
-            row.dek_id,
-            row.ciphertext,
-            row.content_digest,
-            meta.source,
-            1 if meta.attested else 0,
-            meta.created_at,
-        )
+        """Insert the latest version. Inside a transaction."""
+        await self.insert_records([(row, None)])
 
     async def types_of(self, citizen_id: str) -> list[str]:
         rows = await self.db.fetch(

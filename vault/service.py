@@ -127,6 +127,39 @@ def _sealed_payload(data: Mapping[str, Any], attestation: Any) -> bytes:
     ).encode("utf-8")
 
 
+def _new_version(
+    *,
+    dek_row: DekRow,
+    dek: bytes,
+    record_type: str,
+    version: int,
+    data: Mapping[str, Any],
+    attestation: Any,
+    source: str,
+    digest: bytes,
+    now: int,
+) -> RecordRow:
+    """Version ``version`` sealed under ``dek``, bound to its row (AAD: citizen, type,
+    version, a new record id)."""
+    record_id = new_id("rec")
+    citizen_id = dek_row.citizen_id
+    sealed = crypto.seal(
+        dek,
+        _sealed_payload(data, attestation),
+        crypto.record_aad(citizen_id, record_type, version, record_id),
+    )
+    meta = RecordMeta(
+        record_id=record_id,
+        citizen_id=citizen_id,
+        record_type=record_type,
+        version=version,
+        source=source,
+        attested=attestation is not None,
+        created_at=now,
+    )
+    return RecordRow(meta=meta, dek_id=dek_row.dek_id, ciphertext=sealed, content_digest=digest)
+
+
 @dataclass(frozen=True)
 class PutRequest:
     """One record for :meth:`VaultService.put_many` (data already validated)."""
@@ -241,24 +274,44 @@ class VaultService:
             self.cache.put(row.dek_id, row.generation, dek)
         return list(deks)
 
+    async def _new_deks(
+        self, pairs: Sequence[tuple[str, str]], *, now: int
+    ) -> list[tuple[DekRow, bytes]]:
+        """A fresh DEK for each (citizen, type), wrapped in one key-provider call (never
+        inside a unit); the rows are not stored yet."""
+        if not pairs:
+            return []
+        fresh = [crypto.random_key() for _ in pairs]
+        wrapped = await self.keys.wrap(
+            [
+                WrapRequest(c, dek, crypto.wrap_aad(c, t, DEK_VERSION))
+                for (c, t), dek in zip(pairs, fresh, strict=True)
+            ]
+        )
+        return [
+            (
+                DekRow(
+                    dek_id=new_id("dek"),
+                    citizen_id=c,
+                    record_type=t,
+                    dek_version=DEK_VERSION,
+                    wrapped=value,
+                    kek_version=self.keys.version_of(value),
+                    generation=1,
+                    created_at=now,
+                ),
+                dek,
+            )
+            for (c, t), dek, value in zip(pairs, fresh, wrapped, strict=True)
+        ]
+
     async def dek_for_write(self, citizen_id: str, record_type: str) -> tuple[DekRow, bytes]:
         """The current DEK of (citizen, type), created and wrapped when missing."""
         row = await self.repo.current_dek(citizen_id, record_type)
         if row is not None:
             return row, await self._unwrap(row)
-        dek = crypto.random_key()
-        (wrapped,) = await self.keys.wrap(
-            [WrapRequest(citizen_id, dek, crypto.wrap_aad(citizen_id, record_type, DEK_VERSION))]
-        )
-        candidate = DekRow(
-            dek_id=new_id("dek"),
-            citizen_id=citizen_id,
-            record_type=record_type,
-            dek_version=DEK_VERSION,
-            wrapped=wrapped,
-            kek_version=self.keys.version_of(wrapped),
-            generation=1,
-            created_at=self.clock.now_ms(),
+        ((candidate, dek),) = await self._new_deks(
+            [(citizen_id, record_type)], now=self.clock.now_ms()
         )
 
         async def insert() -> tuple[bool, list[EntryDraft]]:
@@ -330,29 +383,19 @@ class VaultService:
                 else:
                     version = latest.meta.version + 1
                     await self.repo.supersede(latest.meta.record_id, now)
-                record_id = new_id("rec")
-                sealed = crypto.seal(
-                    dek,
-                    _sealed_payload(data, attestation),
-                    crypto.record_aad(citizen_id, record_type, version, record_id),
+                row = _new_version(
+                    dek_row=dek_row,
+                    dek=dek,
+                    record_type=record_type,
+                    version=version,
+                    data=data,
+                    attestation=attestation,
+                    source=source,
+                    digest=digest,
+                    now=now,
                 )
-                await self.repo.insert_record(
-                    RecordRow(
-                        meta=RecordMeta(
-                            record_id=record_id,
-                            citizen_id=citizen_id,
-                            record_type=record_type,
-                            version=version,
-                            source=source,
-                            attested=attested,
-                            created_at=now,
-                        ),
-                        dek_id=dek_row.dek_id,
-                        ciphertext=sealed,
-                        content_digest=digest,
-                    )
-                )
-                result = PutResult(record_id, citizen_id, record_type, version, True)
+                await self.repo.insert_record(row)
+                result = PutResult(row.meta.record_id, citizen_id, record_type, version, True)
                 drafts = [self._entry(actor, action, citizen_id, record_type, version, client_id)]
                 if on_stored is not None:
                     drafts.extend(await on_stored(version))
@@ -421,31 +464,10 @@ class VaultService:
             else:
                 keys[pair] = (row, unwrapped)
         missing = [pair for pair in pairs if pair not in current]
-        fresh = [crypto.random_key() for _ in missing]
-        wrapped = (
-            await self.keys.wrap(
-                [
-                    WrapRequest(c, dek, crypto.wrap_aad(c, t, DEK_VERSION))
-                    for (c, t), dek in zip(missing, fresh, strict=True)
-                ]
-            )
-            if missing
-            else []
-        )
         new_deks: list[DekRow] = []
-        for (c, t), dek, value in zip(missing, fresh, wrapped, strict=True):
-            row = DekRow(
-                dek_id=new_id("dek"),
-                citizen_id=c,
-                record_type=t,
-                dek_version=DEK_VERSION,
-                wrapped=value,
-                kek_version=self.keys.version_of(value),
-                generation=1,
-                created_at=0,  # stamped inside the unit
-            )
+        for row, dek in await self._new_deks(missing, now=0):  # stamped inside the unit
             new_deks.append(row)
-            keys[(c, t)] = (row, dek)
+            keys[(row.citizen_id, row.record_type)] = (row, dek)
         # Content digests, one HKDF per DEK.
         digest_keys = {pair: crypto.digest_key(dek) for pair, (_, dek) in keys.items()}
         canonicals = [canonical(r.data) for r in requests]
@@ -494,7 +516,7 @@ class VaultService:
                 if citizen_id in lost or dek_row.dek_id not in present:
                     results.append(None)
                     continue
-                digest = crypto.hmac_sha256(digest_keys[pair], canonicals[index])
+                digest = crypto.keyed_content_digest(digest_keys[pair], canonicals[index])
                 attested = request.attestation is not None
                 action = "record.attested" if attested else "record.put"
                 version, head_digest, head_id, pending = heads.get(pair, (0, None, None, None))
@@ -513,23 +535,20 @@ class VaultService:
                 elif head_id is not None:
                     superseded.append(head_id)
                 version += 1
-                record_id = new_id("rec")
-                sealed = crypto.seal(
-                    dek,
-                    _sealed_payload(request.data, request.attestation),
-                    crypto.record_aad(citizen_id, record_type, version, record_id),
-                )
-                meta = RecordMeta(
-                    record_id=record_id,
-                    citizen_id=citizen_id,
+                row = _new_version(
+                    dek_row=dek_row,
+                    dek=dek,
                     record_type=record_type,
                     version=version,
+                    data=request.data,
+                    attestation=request.attestation,
                     source=request.source,
-                    attested=attested,
-                    created_at=now,
+                    digest=digest,
+                    now=now,
                 )
+                record_id = row.meta.record_id
                 heads[pair] = (version, digest, record_id, len(inserts))
-                inserts.append((RecordRow(meta, dek_row.dek_id, sealed, digest), None))
+                inserts.append((row, None))
                 results.append(PutResult(record_id, citizen_id, record_type, version, True))
                 drafts.append(
                     self._entry(actor, action, citizen_id, record_type, version, client_id)

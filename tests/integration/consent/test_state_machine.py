@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import tempfile
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -19,13 +17,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from api.db import migrate
 from api.runtime import Runtime
 from consent.errors import ConsentError, ConsentNotFound, ConsentStateConflict
 from consent.models import DAY_MS, PENDING_TTL_MS
-from tests.conftest import ENGINES, _drop, _make_database
+from tests.conftest import ENGINES, runtime_on_its_own_loop
 from tests.helpers.reads import consented_read
-from tests.helpers.runtime import local_settings, open_runtime
 from vault.clock import ManualClock
 from vault.service import Actor
 
@@ -212,23 +208,11 @@ class ConsentMachine(RuleBasedStateMachine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_consent_state_machine(engine: str) -> None:
-    loop = asyncio.new_event_loop()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        database, schema = loop.run_until_complete(_make_database(engine, tmp_path))
-        try:
-            loop.run_until_complete(migrate(database))
-            runtime = loop.run_until_complete(
-                open_runtime(local_settings(tmp_path), database, ManualClock())
-            )
-            ConsentMachine.loop = loop
-            ConsentMachine.runtime = runtime
-            ConsentMachine.base_catalogue = runtime.current_catalogue()  # type: ignore[attr-defined]
-            ConsentMachine.TestCase.settings = settings(
-                max_examples=25, stateful_step_count=20, deadline=None
-            )
-            ConsentMachine.TestCase().runTest()
-            loop.run_until_complete(runtime.close(database=False))
-        finally:
-            loop.run_until_complete(_drop(database, schema))
-            loop.close()
+    with runtime_on_its_own_loop(engine) as (loop, runtime):
+        ConsentMachine.loop = loop
+        ConsentMachine.runtime = runtime
+        ConsentMachine.base_catalogue = runtime.current_catalogue()  # type: ignore[attr-defined]
+        ConsentMachine.TestCase.settings = settings(
+            max_examples=25, stateful_step_count=20, deadline=None
+        )
+        ConsentMachine.TestCase().runTest()

@@ -5,20 +5,16 @@ concurrent writer are left to the caller, with nothing stored for them."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import tempfile
-from pathlib import Path
+import json
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.db import migrate
 from api.runtime import Runtime
-from tests.conftest import ENGINES, _drop, _make_database
-from tests.helpers.runtime import local_settings, open_runtime
+from tests.conftest import ENGINES, runtime_on_its_own_loop
 from vault.clock import ManualClock
 from vault.errors import DecryptionError
 from vault.models import PutResult, StoredVersion, Subject
@@ -83,8 +79,6 @@ async def latest(vault: VaultService, salt: int) -> dict[tuple[int, str], tuple[
 
 async def entries_since(database: Database, seq: int) -> list[tuple[str, str | None, int | None]]:
     rows = await database.fetch("SELECT leaf FROM audit_entries WHERE seq >= $1 ORDER BY seq", seq)
-    import json  # noqa: PLC0415
-
     out = []
     for row in rows:
         entry = json.loads(bytes(row["leaf"]))
@@ -121,26 +115,14 @@ async def compare(runtime: Runtime, prefix: list[Any], batch: list[Any]) -> None
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_put_many_equals_resolve_and_put_one_by_one(engine: str) -> None:
-    loop = asyncio.new_event_loop()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        database, schema = loop.run_until_complete(_make_database(engine, tmp_path))
-        try:
-            loop.run_until_complete(migrate(database))
-            runtime = loop.run_until_complete(
-                open_runtime(local_settings(tmp_path), database, ManualClock())
-            )
+    with runtime_on_its_own_loop(engine) as (loop, runtime):
 
-            @settings(max_examples=40, deadline=None)
-            @given(prefix=OPS, batch=OPS)
-            def check(prefix: list[Any], batch: list[Any]) -> None:
-                loop.run_until_complete(compare(runtime, prefix, batch))
+        @settings(max_examples=40, deadline=None)
+        @given(prefix=OPS, batch=OPS)
+        def check(prefix: list[Any], batch: list[Any]) -> None:
+            loop.run_until_complete(compare(runtime, prefix, batch))
 
-            check()
-            loop.run_until_complete(runtime.close(database=False))
-        finally:
-            loop.run_until_complete(_drop(database, schema))
-            loop.close()
+        check()
 
 
 async def test_a_batch_is_one_unit_with_one_entry_per_record(
