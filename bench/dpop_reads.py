@@ -72,7 +72,6 @@ import resource
 import secrets
 import signal
 import sqlite3
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -82,23 +81,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import vs_openbao_probe as probe
-from benchlib import ROOT, cpu_model, percentile
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: TID251 - a client's proof signer
-    Ed25519PrivateKey,
-)
-from vs_openbao import (
+from benchlib import (
     RECORD_BYTES,
     RECORD_TYPE,
     RELEASED,
-    Oncevault,
+    block_head,
+    client_token,
+    cpu_model,
     gather_bounded,
-    git_revision,
-    group_cpu_seconds,
-    load1,
-    settle,
+    med,
+    ms,
+    percentile,
+    publish,
     workspace,
 )
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: TID251 - a client's proof signer
+    Ed25519PrivateKey,
+)
+from vs_openbao import Oncevault, add_oncevault_arguments, git_revision, measure
 
 from vault import crypto
 
@@ -388,7 +388,11 @@ def dpop_targets(ours: Oncevault, signer: ProofSigner) -> list[Target]:
     async def mint() -> list[str]:
         async with httpx.AsyncClient(base_url=ours.url, timeout=60) as http:
             return await gather_bounded(
-                8, [ours._token(http, ours.kbank, cid, dpop=proof) for cid in ours.consent_ids]
+                8,
+                [
+                    client_token(http, ours.url, ours.kbank, cid, dpop=proof)
+                    for cid in ours.consent_ids
+                ],
             )
 
     tokens = asyncio.run(mint())
@@ -488,31 +492,20 @@ def one_run(
     if args.warmup:
         signer.new_series()
         generate(args.warmup)
-    first = settle(ours)
-    load = load1()
-    series = signer.new_series()
-    probe_before = probe.snapshot(args.probe) if args.probe else {}
-    cpu_before = group_cpu_seconds(ours.pgid)
-    result = generate(args.duration)
-    cpu = group_cpu_seconds(ours.pgid) - cpu_before
-    if args.probe:
-        time.sleep(1.0)  # the workers dump their counters every 0.5 s
-        lines = probe.diff(probe_before, probe.snapshot(args.probe), result.ok2xx)
-        print("\n".join("    " + x for x in lines))
-    last = settle(ours)
-    growth = last - first
+    series = signer.new_series()  # the measured run's proofs
+    result, load, growth, cpu, audit_problems = measure(
+        ours,
+        lambda: generate(args.duration),
+        connections=args.connections,
+        probe_dir=args.probe,
+    )
     problems = []
     if result.errors:
         problems.append(
             f"{result.other} non-2xx answers {result.refusals}, {result.socket_errors} "
             f"socket errors, {result.timeouts} timeouts"
         )
-    if not result.ok2xx <= growth <= result.ok2xx + args.connections:
-        problems.append(
-            f"audit grew by {growth} for {result.ok2xx} 2xx (allowed "
-            f"{result.ok2xx}..{result.ok2xx + args.connections})"
-        )
-    problems += ours.check_samples(result.samples, first, last)
+    problems += audit_problems
     remembered = None
     if mode == "dpop":
         remembered = remembered_proofs(ours, signer, series)
@@ -552,10 +545,6 @@ class Summary:
     runs: int
 
 
-def med(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def summarise(mode: str, runs: list[Run]) -> Summary:
     return Summary(
         mode=mode,
@@ -569,10 +558,6 @@ def summarise(mode: str, runs: list[Run]) -> Summary:
         valid=sum(r.valid for r in runs),
         runs=len(runs),
     )
-
-
-def ms(value: float) -> str:
-    return f"{value:.1f} ms"
 
 
 def report(
@@ -602,12 +587,7 @@ def report(
         "accepted proof of the run. The generator runs on the same two cores; its own CPU "
         "time is reported.",
         "",
-        f"`{command_line(args)}` ({time.strftime('%Y-%m-%d')})",
-        "",
-        machine,
-        "",
-        config,
-        "",
+        *block_head(command_line(args), machine, config),
         "| tokens | req/s | p50 | p99 | errors | server CPU/req | generator CPU/req "
         "| generator cores | valid runs |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -649,18 +629,6 @@ def command_line(args: argparse.Namespace) -> str:
     return ".venv/bin/python bench/dpop_reads.py " + " ".join(args.argv)
 
 
-def write_doc(block: list[str], path: Path) -> None:
-    """Put ``block`` between our markers, appending them at the end if missing."""
-    text = path.read_text()
-    body = "\n".join([DOC_BEGIN, *block, DOC_END])
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        text = head + body + rest.split(DOC_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    path.write_text(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--citizens", type=int, default=100)
@@ -668,26 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load before each run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--dek-cache", type=float, default=60.0)
-    parser.add_argument(
-        "--rate-limit",
-        type=int,
-        default=10_000_000,
-        help="ONCEVAULT_RATE_LIMIT_PER_MINUTE: on (one counter bump per request), never hit",
-    )
-    parser.add_argument(
-        "--synchronous",
-        choices=("FULL", "NORMAL"),
-        default="FULL",
-        help="ONCEVAULT_SQLITE_SYNCHRONOUS (FULL: fsync at every COMMIT)",
-    )
-    parser.add_argument(
-        "--probe",
-        type=Path,
-        metavar="DIR",
-        help="time the read path's steps inside the workers (bench/vs_openbao_probe.py)",
-    )
+    add_oncevault_arguments(parser)
     parser.add_argument("--write-doc", action="store_true", help="update docs/performance.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
@@ -699,25 +648,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the finally block stops the server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    with workspace(args.keep) as workdir:
+    with workspace(args.keep, "vs_openbao_") as workdir:
         (workdir / "oncevault").mkdir()
-        ours = Oncevault(
-            workdir / "oncevault",
-            citizens=args.citizens,
-            engine="sqlite",
-            postgres_dsn="",
-            workers=args.workers,
-            rate_limit=args.rate_limit,
-            dek_cache=args.dek_cache,
-            synchronous=args.synchronous,
-        )
+        ours = Oncevault.from_args(workdir / "oncevault", args)
         if args.probe is not None:
-            args.probe.mkdir(parents=True, exist_ok=True)
-            site = workdir / "probe_site"
-            site.mkdir()
-            (site / "sitecustomize.py").write_text(probe.sitecustomize_text())
-            ours.env["PYTHONPATH"] = str(site)
-            ours.env["VS_OPENBAO_PROBE_DIR"] = str(args.probe.resolve())
+            ours.use_probe(args.probe, workdir / "probe_site")
         signer = ProofSigner()
         runs: dict[str, list[Run]] = {"bearer": [], "dpop": []}
         try:
@@ -749,12 +684,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     runs[mode].append(one_run(ours, mode, number, signer, workdir, args))
         finally:
             ours.stop()
-        block = report(args, machine, config, runs)
-        print()
-        print("\n".join(block))
-        if args.write_doc:
-            write_doc(block, ROOT / "docs" / "performance.md")
-            print(f"\nwrote {ROOT / 'docs' / 'performance.md'}")
+        publish(
+            report(args, machine, config, runs), write=args.write_doc, begin=DOC_BEGIN, end=DOC_END
+        )
         return 0 if all(r.valid for r in runs["bearer"] + runs["dpop"]) else 1
 
 

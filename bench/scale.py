@@ -76,33 +76,52 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from benchlib import ROOT, cpu_model, percentile
+import vs_openbao_profile as prof
+from benchlib import (
+    DOC,
+    PURPOSE,
+    RECORD_BYTES,
+    RECORD_TYPE,
+    RELEASED,
+    bearer,
+    block_head,
+    client_token,
+    code_version,
+    cpu_model,
+    gather_bounded,
+    group_cpu_seconds,
+    income_record,
+    init_data_dir,
+    load1,
+    nid,
+    percentile,
+    settle,
+    spread_indices,
+    workspace,
+)
+from vs_openbao import LUA, WrkResult, run_wrk
 
 from api.runtime import Runtime
 from api.settings import load_settings
 from consent.intake import IssueRequest
 from consent.models import Status
 from tests.helpers.clients import TestClient
-from tests.helpers.server import ServerProcess, clean_env, run_cli
+from tests.helpers.server import ServerProcess, clean_env
 from vault.models import PutResult, Subject
 from vault.service import Actor
 
-RECORD_TYPE = "income_certificate"
 #: Citizens per `RecordIntake.issue_many` call while seeding (records:batch's maximum).
 SEED_BATCH = 1000
-PURPOSE = "mortgage_screening"
-RELEASED = ("year", "total_income", "employer")
-RECORD_BYTES = 1024
-DOC = ROOT / "docs" / "performance.md"
+#: The code whose uncommitted changes the machine line flags.
+PRODUCT_CODE = ("api", "audit", "consent", "policies", "vault")
 SECTION_BEGIN = "<!-- scale:begin -->"
 SECTION_END = "<!-- scale:end -->"
 NUMBERS_BEGIN = "<!-- scale:numbers:begin (bench/scale.py --write-doc rewrites this block) -->"
@@ -113,122 +132,11 @@ TARGET_P50_GROWTH = 1.20  # p50 at the largest size / p50 at the smallest
 TARGET_RSS_MB = 200.0
 TOKEN_REFRESH = 200.0  # seconds; consent-bound and client tokens live 300 s
 
-LUA = r"""
--- bench/scale.py: rotate over the lines "PATH <tab> Bearer TOKEN" of the file given
--- after --, count 2xx and the rest, print one line "SCALE_WRK {json}" at the end.
-local threads = {}
-function setup(thread)
-   table.insert(threads, thread)
-   thread:set("tid", #threads)
-end
-local requests = {}
-local n = 0
-local index = 0
-ok2xx = 0
-other = 0
-function init(args)
-   for line in io.lines(args[1]) do
-      local target, value = line:match("^([^\t]+)\t([^\t]+)$")
-      if target ~= nil then
-         n = n + 1
-         requests[n] = wrk.format("GET", target, { ["Authorization"] = value })
-      end
-   end
-   if n == 0 then
-      error("no requests in " .. args[1])
-   end
-   index = ((tid or 1) - 1) * 7919 % n
-end
-function request()
-   index = index % n + 1
-   return requests[index]
-end
-function response(status, headers, body)
-   if status >= 200 and status < 300 then
-      ok2xx = ok2xx + 1
-   else
-      other = other + 1
-   end
-end
-function done(summary, latency, requests)
-   local total2xx, totalother = 0, 0
-   for _, thread in ipairs(threads) do
-      total2xx = total2xx + thread:get("ok2xx")
-      totalother = totalother + thread:get("other")
-   end
-   local e = summary.errors
-   io.write(string.format(
-      'SCALE_WRK {"duration_us":%d,"ok2xx":%d,"other":%d,"socket":%d,'
-         .. '"p50_us":%d,"p99_us":%d}\n',
-      summary.duration, total2xx, totalother,
-      e.connect + e.read + e.write + e.timeout,
-      latency:percentile(50), latency:percentile(99)
-   ))
-end
-"""
-
-
 # -- small helpers ---------------------------------------------------------------------
-
-
-def nid(i: int) -> str:
-    """The resident registration number of citizen ``i`` (13 digits, up to 10**7)."""
-    return f"900101{i:07d}"
-
-
-def income_record(i: int, version: int = 1) -> dict[str, Any]:
-    """A valid income certificate of RECORD_BYTES bytes of compact JSON (ASCII);
-    ``version`` changes the content, so a later version is a new record."""
-    data: dict[str, Any] = {
-        "year": 2024 + version,
-        "total_income": 30_000_000 + 1_000 * i + version,
-        "tax_paid": 1_000_000 + i,
-        "employer": "",
-    }
-    size = len(json.dumps(data, separators=(",", ":")))
-    data["employer"] = ("Example Electronics Co., Ltd. " * 64)[: RECORD_BYTES - size]
-    return data
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def load1() -> float:
-    return os.getloadavg()[0]
 
 
 def loads() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def group_members(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid``."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as handle:
-                rest = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(rest[2]) == pgid:
-            pids.append(int(entry.name))
-    return sorted(pids)
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU seconds of ``pids`` (those still alive)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-                rest = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(rest[11]) + int(rest[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -260,31 +168,6 @@ def fmt_peak(memories: Sequence[Memory]) -> str:
     return " / ".join(f"{m.peak_mb:.0f}" for m in memories) + " MB"
 
 
-def code_version() -> str:
-    """The commit measured, flagged when the product code has uncommitted changes."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [
-                *("git", "-C", str(ROOT), "status", "--porcelain", "-uno", "--"),
-                *("api", "audit", "consent", "policies", "vault"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"commit {head}" + (" + uncommitted changes in the product code" if dirty else "")
-
-
 def machine_facts() -> str:
     mem = "?"
     with contextlib.suppress(OSError, ValueError, IndexError):
@@ -294,8 +177,8 @@ def machine_facts() -> str:
     return (
         f"Machine: CPU {cpu_model()}, {os.cpu_count()} cores, {mem} RAM, Python "
         f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}, granian "
-        f"{importlib.metadata.version('granian')}; oncevault at {code_version()}; "
-        f"load avg {loads()} at start."
+        f"{importlib.metadata.version('granian')}; oncevault at commit "
+        f"{code_version(PRODUCT_CODE)}; load avg {loads()} at start."
     )
 
 
@@ -305,14 +188,15 @@ def machine_facts() -> str:
 class Vault:
     """One data dir made by ``oncevault init``, its two clients, and its server."""
 
-    def __init__(self, workdir: Path, *, workers: int, dek_cache: float, rate_limit: int):
+    def __init__(self, workdir: Path, args: argparse.Namespace) -> None:
+        """The server's options come from ``args``: --workers, --dek-cache, --rate-limit."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = workdir / "data"
-        self.workers = workers
+        self.workers = args.workers
         self.env = clean_env(
-            ONCEVAULT_DEK_CACHE_SECONDS=repr(dek_cache),
-            ONCEVAULT_RATE_LIMIT_PER_MINUTE=str(rate_limit),
+            ONCEVAULT_DEK_CACHE_SECONDS=repr(args.dek_cache),
+            ONCEVAULT_RATE_LIMIT_PER_MINUTE=str(args.rate_limit),
             ONCEVAULT_SQLITE_SYNCHRONOUS="FULL",
         )
         self.nts = TestClient("nts", roles=("issuer",))
@@ -324,19 +208,7 @@ class Vault:
         return self.data_dir / "oncevault.sqlite"
 
     def init(self) -> None:
-        done = run_cli("init", "--data-dir", str(self.data_dir), env=self.env, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"oncevault init failed: {done.stderr}")
-        for client in (self.nts, self.kbank):
-            jwks = self.workdir / f"{client.client_id}.jwks.json"
-            jwks.write_text(json.dumps(client.jwks))
-            cli = ["clients", "add", "--data-dir", str(self.data_dir), "--id", client.client_id]
-            cli += ["--name", client.client_id.upper(), "--kind", client.kind, "--jwks", str(jwks)]
-            for role in client.roles:
-                cli += ["--role", role]
-            done = run_cli(*cli, env=self.env)
-            if done.returncode != 0:
-                raise RuntimeError(f"clients add {client.client_id} failed: {done.stderr}")
+        init_data_dir(self.data_dir, self.env, (self.nts, self.kbank), self.workdir)
 
     def start(self) -> None:
         self.server = ServerProcess(self.data_dir, workers=self.workers, env=self.env)
@@ -363,10 +235,10 @@ class Vault:
 
     def worker_pids(self) -> list[int]:
         """granian's workers: the server's process group minus its main process."""
-        return [pid for pid in group_members(self.pgid) if pid != self.pgid]
+        return prof.worker_pids(self.pgid, self.pgid)
 
     def server_cpu(self) -> float:
-        return cpu_seconds(group_members(self.pgid))
+        return group_cpu_seconds(self.pgid)
 
     def memories(self) -> list[Memory]:
         return [memory(pid) for pid in self.worker_pids()]
@@ -379,7 +251,7 @@ class Vault:
         ) as db:
             return list(db.execute(sql, args).fetchall())
 
-    def audit_size(self) -> int:
+    def audit_count(self) -> int:
         return int(self.query("SELECT size FROM audit_state WHERE id = 1")[0][0])
 
     def audit_actions(self, first: int, last: int) -> Counter[tuple[str, str]]:
@@ -398,31 +270,6 @@ class Vault:
     def file_mb(self) -> float:
         files = self.data_dir.glob("oncevault.sqlite*")
         return sum(p.stat().st_size for p in files) / 1e6
-
-    # -- tokens
-
-    async def token(
-        self, http: httpx.AsyncClient, client: TestClient, consent_id: str | None = None
-    ) -> str:
-        for attempt in range(5):
-            form = client.token_form(self.url, consent_id=consent_id)
-            response = await http.post("/oauth/token", data=form)
-            if response.status_code == 200:
-                return str(response.json()["access_token"])
-            if response.status_code != 503 or attempt == 4:
-                raise RuntimeError(f"token for {client.client_id}: {response.text}")
-            await asyncio.sleep(0.2)
-        raise AssertionError("unreachable")
-
-
-async def gather_bounded(limit: int, coros: Sequence[Any]) -> list[Any]:
-    gate = asyncio.Semaphore(limit)
-
-    async def one(coro: Any) -> Any:
-        async with gate:
-            return await coro
-
-    return await asyncio.gather(*(one(c) for c in coros))
 
 
 def audit_problems(
@@ -476,7 +323,7 @@ class TokenCache:
     async def get(self) -> str:
         async with self.lock:
             if time.monotonic() - self.at > TOKEN_REFRESH:
-                self.value = await self.vault.token(self.http, self.client)
+                self.value = await client_token(self.http, self.vault.url, self.client)
                 self.at = time.monotonic()
                 self.minted += 1
             return self.value
@@ -497,7 +344,7 @@ async def bulk_phase(
     async with httpx.AsyncClient(base_url=vault.url, timeout=900) as http:
         tokens = TokenCache(vault, http, vault.nts)
         await tokens.get()
-        first = vault.audit_size()
+        first = vault.audit_count()
         records_before = vault.count("records")
         minted_before = tokens.minted
         next_chunk = 0
@@ -552,7 +399,7 @@ async def bulk_phase(
         cpu = vault.server_cpu() - cpu_before
         load_end = load1()
         minted = tokens.minted - minted_before
-    last = vault.audit_size()
+    last = vault.audit_count()
     problems = [f"request answered {b}" for b in bad_requests[:3]]
     if len(bad_requests) > 3:
         problems.append(f"{len(bad_requests)} requests failed in all")
@@ -595,12 +442,7 @@ def print_bulk(result: BulkResult) -> None:
 
 
 def run_bulk(workdir: Path, args: argparse.Namespace) -> list[BulkResult]:
-    vault = Vault(
-        workdir / "bulk",
-        workers=args.workers,
-        dek_cache=args.dek_cache,
-        rate_limit=args.rate_limit,
-    )
+    vault = Vault(workdir / "bulk", args)
     results: list[BulkResult] = []
     spies: list[subprocess.Popen[bytes]] = []
     try:
@@ -760,52 +602,7 @@ class Seeder:
         return dict(await gather_bounded(32, [one(i) for i in indices]))
 
 
-def probe_indices(size: int, count: int) -> list[int]:
-    """``count`` citizens spread evenly over ``0..size-1`` (the oldest and the newest)."""
-    count = min(count, size)
-    return sorted({(k * size) // count for k in range(count)})
-
-
 # -- 2b. reads ----------------------------------------------------------------------------
-
-
-@dataclass
-class WrkResult:
-    seconds: float
-    ok2xx: int
-    other: int
-    socket_errors: int
-    p50_ms: float
-    p99_ms: float
-
-    @property
-    def rate(self) -> float:
-        return self.ok2xx / self.seconds if self.seconds else 0.0
-
-
-def run_wrk(url: str, script: Path, requests: Path, *, connections: int, seconds: int) -> WrkResult:
-    proc = subprocess.run(
-        [
-            *("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"),
-            *("-s", str(script), url, "--", str(requests)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=False,
-    )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("SCALE_WRK ")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    data = json.loads(line.split(" ", 1)[1])
-    return WrkResult(
-        seconds=data["duration_us"] / 1e6,
-        ok2xx=data["ok2xx"],
-        other=data["other"],
-        socket_errors=data["socket"],
-        p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-    )
 
 
 @dataclass
@@ -841,7 +638,8 @@ class ReadResult:
 async def mint_read_tokens(vault: Vault, consent_ids: Sequence[str]) -> list[str]:
     async with httpx.AsyncClient(base_url=vault.url, timeout=60) as http:
         return await gather_bounded(
-            8, [vault.token(http, vault.kbank, consent_id) for consent_id in consent_ids]
+            8,
+            [client_token(http, vault.url, vault.kbank, consent_id) for consent_id in consent_ids],
         )
 
 
@@ -875,7 +673,7 @@ def measure_reads(
                 wrong = check_read(http.get(path, headers=bearer(tokens[k % len(tokens)])))
                 if wrong:
                     raise RuntimeError(f"warm-up read: {wrong}")
-            first = vault.audit_size()
+            first = vault.audit_count()
             cpu_before = vault.server_cpu()
             deadline = time.monotonic() + args.read_seconds_max
             latencies: list[float] = []
@@ -892,7 +690,7 @@ def measure_reads(
                         problems.append(f"read answered {wrong}")
             cpu += vault.server_cpu() - cpu_before
             rounds.append(latencies)
-            last = vault.audit_size()
+            last = vault.audit_count()
             expected = Counter({("data.read", "ok"): len(latencies)})
             problems += audit_problems(vault.audit_actions(first, last), expected, last - first)
         load_end = load1()
@@ -912,18 +710,19 @@ def measure_reads(
     if args.wrk_seconds > 0:
         tokens = asyncio.run(mint_read_tokens(vault, consent_ids))  # fresh: 300 s lifetime
         requests = vault.workdir / "reads.requests"
-        requests.write_text("".join(f"{path}\tBearer {t}\n" for t in tokens))
-        script = vault.workdir / "scale.lua"
+        requests.write_text("".join(f"{path}\tAuthorization\tBearer {t}\n" for t in tokens))
+        script = vault.workdir / "wrk.lua"
         script.write_text(LUA)
-        first = vault.audit_size()
+        first = vault.audit_count()
         wrk = run_wrk(
             vault.url,
             script,
             requests,
+            threads=1,
             connections=args.wrk_connections,
             seconds=args.wrk_seconds,
         )
-        last = settle(vault)
+        last = settle(vault, quiet=0.4, readings=2, limit=15.0)
         growth = last - first
         if wrk.other or wrk.socket_errors:
             problems.append(f"wrk: {wrk.other} non-2xx, {wrk.socket_errors} socket errors")
@@ -935,19 +734,6 @@ def measure_reads(
         result.wrk = wrk
     result.memories = vault.memories()
     return result
-
-
-def settle(vault: Vault, *, quiet: float = 0.4, limit: float = 15.0) -> int:
-    """The audit size once it stops moving (reads in flight when wrk stopped)."""
-    deadline = time.monotonic() + limit
-    last = vault.audit_size()
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        now = vault.audit_size()
-        if now == last:
-            return now
-        last = now
-    return last
 
 
 def print_read(result: ReadResult) -> None:
@@ -991,19 +777,14 @@ async def seed_stage(
         finally:
             if spies:
                 finish_profile(spies, profile or Path())
-        wanted = [i for i in probe_indices(reached, args.probe_citizens) if i not in have]
+        wanted = [i for i in spread_indices(reached, args.probe_citizens) if i not in have]
         return reached, have | await seeder.consents(wanted)
 
 
 def run_growth(
     workdir: Path, args: argparse.Namespace
 ) -> tuple[list[SeedStage], list[ReadResult], str]:
-    vault = Vault(
-        workdir / "growth",
-        workers=args.workers,
-        dek_cache=args.dek_cache,
-        rate_limit=args.rate_limit,
-    )
+    vault = Vault(workdir / "growth", args)
     stages: list[SeedStage] = []
     reads: list[ReadResult] = []
     note = ""
@@ -1050,7 +831,7 @@ def run_growth(
                 f"in the vault",
                 flush=True,
             )
-            probe = [consent_ids[i] for i in probe_indices(reached, args.probe_citizens)]
+            probe = [consent_ids[i] for i in spread_indices(reached, args.probe_citizens)]
             vault.start()
             try:
                 reads.append(measure_reads(vault, probe, reached, target, args))
@@ -1075,15 +856,11 @@ def run_growth(
 def start_profile(
     pids: list[int], out_dir: Path, args: argparse.Namespace
 ) -> list[subprocess.Popen[bytes]]:
-    import vs_openbao_profile as prof  # noqa: PLC0415 - only --profile needs py-spy
-
     print(f"  py-spy on {pids} for {args.profile_seconds} s -> {out_dir}", flush=True)
     return prof.start(pids, args.profile_seconds, out_dir)
 
 
 def finish_profile(spies: list[subprocess.Popen[bytes]], out_dir: Path) -> None:
-    import vs_openbao_profile as prof  # noqa: PLC0415 - only --profile needs py-spy
-
     prof.finish(spies, timeout=600)
     summary = prof.summarise(sorted(out_dir.glob("worker-*.txt")))
     (out_dir / "summary.txt").write_text("\n".join(summary) + "\n")
@@ -1105,7 +882,7 @@ def report(
     reads: list[ReadResult],
     note: str,
 ) -> list[str]:
-    lines = [f"`{command_line(args)}` ({time.strftime('%Y-%m-%d')})", "", machine, ""]
+    lines = block_head(command_line(args), machine)
     lines += [
         f"Server: `oncevault serve --workers {args.workers}`, SQLite "
         "(WAL, `ONCEVAULT_SQLITE_SYNCHRONOUS=FULL`), local KEK, DEK cache "
@@ -1248,18 +1025,6 @@ def write_doc(block: list[str], path: Path = DOC) -> None:
     path.write_text(text)
 
 
-@contextlib.contextmanager
-def workspace(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="scale_"))
-    try:
-        yield path
-    finally:
-        if keep:
-            print(f"kept {path}")
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def parse_sizes(text: str) -> list[int]:
     sizes = [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
     if not sizes or sizes != sorted(set(sizes)) or sizes[0] < 1 or sizes[-1] >= 10**7:
@@ -1331,7 +1096,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages: list[SeedStage] = []
     reads: list[ReadResult] = []
     note = ""
-    with workspace(args.keep) as workdir:
+    with workspace(args.keep, "scale_") as workdir:
         if not args.skip_bulk:
             bulk = run_bulk(workdir, args)
         if not args.skip_growth:
