@@ -99,6 +99,17 @@ def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's release hook: no reset query.
+
+    asyncpg's default sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL`` at every release, one more round trip per request. This code keeps no session
+    state: no ``SET`` (the schema comes with the connection's ``server_settings``), no
+    ``LISTEN``, no session advisory locks, no cursor or temporary table outside a
+    transaction. asyncpg still rolls back a transaction left open before it calls this.
+    """
+
+
 class Database:
     """One database, with the transaction discipline of DESIGN section 3."""
 
@@ -189,7 +200,10 @@ class Database:
                 await self.engine.run_ddl("PRAGMA journal_mode=WAL")
             elif isinstance(self.engine, PostgresEngine):
                 await self.engine.start_connection_pool(
-                    min_size=1, max_size=self._pool_size, command_timeout=30
+                    min_size=1,
+                    max_size=self._pool_size,
+                    command_timeout=30,
+                    reset=_keep_session,
                 )
         except StorageError:
             raise

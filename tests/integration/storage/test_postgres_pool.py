@@ -1,0 +1,46 @@
+"""The PostgreSQL pool gives connections back without asyncpg's reset query (one round
+trip less per request; vault/storage.py ``_keep_session``), and still never hands out
+a connection with a transaction open."""
+
+from __future__ import annotations
+
+import pytest
+
+from vault.storage import Database
+
+
+@pytest.fixture
+def postgres(empty_database: Database) -> Database:
+    if empty_database.dialect != "postgres":
+        pytest.skip("the asyncpg pool is PostgreSQL's")
+    return empty_database
+
+
+async def pooled_backend(database: Database) -> int:
+    row = await database.fetchrow("SELECT pg_backend_pid() AS pid")
+    assert row is not None
+    return int(row["pid"])
+
+
+async def test_release_sends_no_reset_query(postgres: Database) -> None:
+    # Session state set outside a transaction survives the release, which the default
+    # reset (RESET ALL) would have undone: nothing ran between the two statements.
+    backend = await pooled_backend(postgres)
+    await postgres.fetch("SELECT set_config('application_name', 'oncevault-probe', false)")
+    row = await postgres.fetchrow("SELECT current_setting('application_name') AS name")
+    assert await pooled_backend(postgres) == backend  # the same pooled connection
+    assert row == {"name": "oncevault-probe"}
+
+
+async def test_a_transaction_left_open_is_rolled_back_at_release(postgres: Database) -> None:
+    await postgres.execute("CREATE TABLE probe (n INTEGER)")
+    pool = postgres.engine.pool
+    assert pool is not None
+    async with pool.acquire() as connection:
+        backend = connection.get_server_pid()
+        await connection.execute("BEGIN")  # not through asyncpg's transaction object
+        await connection.execute("INSERT INTO probe VALUES (1)")
+    assert await postgres.fetch("SELECT n FROM probe") == []
+    async with pool.acquire() as again:
+        assert again.get_server_pid() == backend  # the same connection, given back clean
+        assert not again.is_in_transaction()
