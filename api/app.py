@@ -16,6 +16,7 @@ from litestar.exceptions import ValidationException
 from api.bodies import recursion_error_handler, strict_json_bodies, validation_exception_handler
 from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
+from api.fastread import ConsentedReads
 from api.idp import DevIdP
 from api.middleware import AllowMiddleware, RequestIdMiddleware
 from api.openapi import StructSchemas, document, openapi_config, success
@@ -122,8 +123,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
         openapi_config=openapi_config(),
         plugins=[StructSchemas()],
         lifespan=[lifespan],
-        # request id outermost
-        middleware=[RequestIdMiddleware, strict_json_bodies(), AllowMiddleware],
+        # request id outermost; the consented reads answered right inside it
+        middleware=[RequestIdMiddleware, ConsentedReads, strict_json_bodies(), AllowMiddleware],
         exception_handlers={
             **EXCEPTION_HANDLERS,
             ValidationException: validation_exception_handler,

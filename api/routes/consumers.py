@@ -15,7 +15,6 @@ from api.responses import ConsentBody, DataRead, DataReadOne, Event, EventPage
 from api.schemas import ConsentRequestIn
 from api.views import consent_body, iso_at
 from consent.errors import ScopeNotConsented
-from consent.reads import ReadResult
 from consent.service import iso
 from consent.tokens import AccessPrincipal
 from vault.models import Subject
@@ -103,18 +102,28 @@ def _item(item: Any) -> dict[str, Any]:
     }
 
 
-async def _read(
+async def answer_read(
     request: Request[Any, Any, Any], principal: AccessPrincipal, types: list[str] | None
-) -> ReadResult:
+) -> tuple[dict[str, Any], int]:
+    """The consented read's body and its ``X-Audit-Seq``: every consented item that
+    exists (``types=None``) or the one asked for, with only the released fields.
+
+    Both the route handlers below and :mod:`api.fastread` (which answers these routes
+    in front of Litestar's per-route layers) answer with this."""
     runtime = runtime_of(request)
     assert runtime.reader is not None
-    return await runtime.reader.read(
+    result = await runtime.reader.read(
         consent_id=_bound_consent(principal),
         client_id=principal.client.client_id,
         types=types,
         request_id=request_id(request),
         gate=unit_gate(request, principal),
     )
+    if types is None:
+        body = {"consent_id": result.consent_id, "items": [_item(i) for i in result.items]}
+    else:
+        body = {"consent_id": result.consent_id, **_item(result.items[0])}
+    return body, result.audit_seq
 
 
 @get(
@@ -122,14 +131,14 @@ async def _read(
     dependencies=READER,
     tags=["consumer"],
     responses={200: success(DataRead, "the released items")},
+    opt={"consented_read": "all"},
 )
 async def read_all(
     request: Request[Any, Any, Any], principal: NamedDependency[AccessPrincipal]
 ) -> Response[dict[str, Any]]:
     """Every consented item that exists, with only the released fields."""
-    result = await _read(request, principal, None)
-    body = {"consent_id": result.consent_id, "items": [_item(i) for i in result.items]}
-    return Response(body, headers={"X-Audit-Seq": str(result.audit_seq)})
+    body, audit_seq = await answer_read(request, principal, None)
+    return Response(body, headers={"X-Audit-Seq": str(audit_seq)})
 
 
 @get(
@@ -137,6 +146,7 @@ async def read_all(
     dependencies=READER,
     tags=["consumer"],
     responses={200: success(DataReadOne, "the released item")},
+    opt={"consented_read": "one"},
 )
 async def read_one(
     request: Request[Any, Any, Any],
@@ -144,9 +154,8 @@ async def read_one(
     principal: NamedDependency[AccessPrincipal],
 ) -> Response[dict[str, Any]]:
     """One consented item, with only the released fields."""
-    result = await _read(request, principal, [record_type])
-    body = {"consent_id": result.consent_id, **_item(result.items[0])}
-    return Response(body, headers={"X-Audit-Seq": str(result.audit_seq)})
+    body, audit_seq = await answer_read(request, principal, [record_type])
+    return Response(body, headers={"X-Audit-Seq": str(audit_seq)})
 
 
 AFTER = Annotated[int, Parameter(ge=0, le=2**53 - 1)]

@@ -1,0 +1,201 @@
+"""api/fastread.py answers the consented reads in front of Litestar's per-route
+layers. Every answer must be the one the route handlers give: each request below is
+sent twice, through the fast path and with it switched off, and the two answers (and
+the audit entries they append) must be equal but for the request id and the sequence
+numbers."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import api.fastread as fastread
+from api.ratelimit import RateDecision
+from tests.reliability.inprocess import Local, local_platform
+from tests.reliability.scenario import Home, setup_home, token
+
+#: Differ between two equal answers.
+VOLATILE_HEADERS = {"x-request-id", "x-audit-seq", "date"}
+
+
+@pytest.fixture
+async def local(tmp_path: Path) -> AsyncIterator[Local]:
+    async with local_platform(tmp_path) as platform:
+        yield platform
+
+
+def answer(response: httpx.Response) -> dict[str, Any]:
+    headers = sorted(
+        (name, value) for name, value in response.headers.items() if name not in VOLATILE_HEADERS
+    )
+    return {
+        "status": response.status_code,
+        "headers": headers,
+        "body": response.content,
+        "audit_seq": "x-audit-seq" in response.headers,
+        "request_id": response.headers.get("x-request-id", "").startswith("req_"),
+    }
+
+
+def stable(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k not in ("seq", "request_id", "ts", "prev")}
+
+
+class Twice:
+    """Send a request through the fast path, then through the route handlers."""
+
+    def __init__(self, local: Local, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.local = local
+        self.monkeypatch = monkeypatch
+        self.fast_answers = 0
+        real = fastread.answer
+
+        async def counted(*args: Any, **kwargs: Any) -> None:
+            self.fast_answers += 1
+            await real(*args, **kwargs)
+
+        monkeypatch.setattr(fastread, "answer", counted)
+
+    async def both(
+        self, path: str, headers: dict[str, str], *, fast: bool = True, method: str = "GET"
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        results = []
+        for through_fast_path in (True, False):
+            before = len(await self.local.entries())
+            counted = self.fast_answers
+            with self.monkeypatch.context() as patch:
+                if not through_fast_path:
+                    passthrough = fastread.ConsentedReads.__call__
+
+                    async def off(self: Any, scope: Any, receive: Any, send: Any) -> None:
+                        await self.app(scope, receive, send)
+
+                    patch.setattr(fastread.ConsentedReads, "__call__", off)
+                    assert fastread.ConsentedReads.__call__ is not passthrough
+                response = await self.local.http.request(method, path, headers=headers)
+            entries = await self.local.entries()
+            appended = [stable(entries[seq]) for seq in sorted(entries)[before:]]
+            took_fast_path = self.fast_answers - counted
+            assert took_fast_path == (1 if fast and through_fast_path else 0), path
+            if "x-audit-seq" in response.headers:
+                assert int(response.headers["x-audit-seq"]) in entries
+            results.append({**answer(response), "appended": appended})
+        return results[0], results[1]
+
+
+@pytest.fixture
+async def home(local: Local) -> Home:
+    return await setup_home(local.http, local, citizens=1)
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}
+
+
+async def test_granted_reads_are_the_handlers_answers(
+    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twice = Twice(local, monkeypatch)
+    ((_, bound),) = home.tokens.items()
+    for path in ("/v1/data/income_certificate", "/v1/data", "/v1/data/income_certificate?x=1"):
+        fast, slow = await twice.both(path, bearer(bound))
+        assert fast["status"] == 200, fast
+        assert fast == slow
+        assert fast["appended"] and fast["appended"][0]["outcome"] == "ok"
+        assert ("content-type", "application/json") in fast["headers"]
+
+
+async def test_refusals_are_the_handlers_answers(
+    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twice = Twice(local, monkeypatch)
+    ((_, bound),) = home.tokens.items()
+    unbound = await token(local.http, local, "kbank", scope="consumer")
+    issuer_only = await token(local.http, local, "court")
+    forged = bound[:-4] + ("AAAA" if not bound.endswith("AAAA") else "BBBB")
+    cases: list[tuple[str, dict[str, str], int, str]] = [
+        ("/v1/data/income_certificate", {}, 401, "invalid_token"),
+        ("/v1/data/income_certificate", bearer(forged), 401, "invalid_token"),
+        ("/v1/data", {"Authorization": "Basic eDp5"}, 401, "invalid_token"),
+        ("/v1/data/income_certificate", bearer(issuer_only), 403, "forbidden"),
+        ("/v1/data/income_certificate", bearer(unbound), 403, "scope_not_consented"),
+        ("/v1/data/vehicle_registration", bearer(bound), 403, "scope_not_consented"),
+        ("/v1/data/unknown_type", bearer(bound), 403, "scope_not_consented"),
+    ]
+    for path, headers, status, code in cases:
+        fast, slow = await twice.both(path, headers)
+        assert (fast["status"], code) == (status, code), (path, fast)
+        assert fast == slow, path
+        assert f'"code":"{code}"'.encode() in fast["body"]
+        assert ("content-type", "application/problem+json") in fast["headers"]
+
+
+async def test_types_off_the_pattern_go_to_litestars_validation(
+    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twice = Twice(local, monkeypatch)
+    ((_, bound),) = home.tokens.items()
+    for path in ("/v1/data/Income", "/v1/data/" + "a" * 65, "/v1/data/a-b"):
+        fast, slow = await twice.both(path, bearer(bound), fast=False)
+        assert fast == slow
+        assert fast["status"] in (400, 404, 422), fast
+    # other methods on the read paths pass through too
+    fast, slow = await twice.both("/v1/data", bearer(bound), fast=False, method="POST")
+    assert fast == slow
+    assert fast["status"] == 405
+
+
+async def test_revoked_rate_limited_and_failing_reads_are_the_handlers_answers(
+    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twice = Twice(local, monkeypatch)
+    ((consent_id, bound),) = home.tokens.items()
+    limiter = local.runtime.rate_limiter
+    assert limiter is not None
+
+    async def refused(client_id: str, scope: str) -> RateDecision:
+        return RateDecision(allowed=False, retry_after=17)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(limiter, "per_minute", 5)
+        patch.setattr(limiter, "hit_here", refused)
+        fast, slow = await twice.both("/v1/data/income_certificate", bearer(bound))
+    assert fast == slow
+    assert fast["status"] == 429
+    assert ("retry-after", "17") in fast["headers"]
+
+    reader = local.runtime.reader
+    assert reader is not None
+    for failure, status, code in (
+        (sqlite3.OperationalError("disk I/O error"), 503, "unavailable"),
+        (RuntimeError("boom"), 500, "internal_error"),
+    ):
+
+        async def failing(*args: Any, _failure: Exception = failure, **kwargs: Any) -> Any:
+            raise _failure
+
+        with monkeypatch.context() as patch:
+            patch.setattr(reader, "read", failing)
+            fast, slow = await twice.both("/v1/data", bearer(bound))
+        assert fast == slow
+        assert (fast["status"], f'"code":"{code}"'.encode() in fast["body"]) == (status, True)
+        assert b"boom" not in fast["body"] and b"disk" not in fast["body"]
+
+    consents = local.runtime.consents
+    assert consents is not None
+    citizen = home.nids[0]
+    revoke = await local.http.post(
+        f"/v1/me/consents/{consent_id}/revoke",
+        headers=bearer(local.idp.token(citizen)),
+    )
+    assert revoke.status_code == 200, revoke.text
+    fast, slow = await twice.both("/v1/data/income_certificate", bearer(bound))
+    assert fast == slow
+    assert fast["status"] == 403
+    assert b'"code":"consent_revoked"' in fast["body"]
+    assert fast["appended"] and fast["appended"][0]["outcome"] == "denied"
