@@ -20,6 +20,12 @@ hit of a window for a (client, scope) (count == 1), so the common case stays a s
 statement, and at most :data:`PURGE_BATCH` rows per purge. Windows before the previous
 one go (the previous one stays for a worker whose clock lags a little), so the table
 holds about two rows per active (client, scope).
+
+Inside a run of consented reads in one group-committed batch (an
+:class:`audit.log.SharedScope` is current), the first hit of a bucket is the upsert,
+which locks its row until COMMIT; the run's further hits of that bucket are counted
+in memory on top of it and written by one ``UPDATE`` before the batch's append. The
+decisions are the ones the upserts would have given.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.repository import RateBucketRepository
+from audit.log import SharedScope, shared_scope
 from vault.clock import Clock
 from vault.storage import Database
 
@@ -80,11 +87,39 @@ class RateLimiter:
             return _ALLOWED
         now = self.clock.now_ms()
         window_start = now - now % WINDOW_MS
-        count = await self._count(client_id, scope, window_start)
+        shared = shared_scope()
+        if shared is None:
+            count = await self._count(client_id, scope, window_start)
+        else:
+            count = await self._count_shared(shared, client_id, scope, window_start)
         if count <= self.per_minute:
             return _ALLOWED
         remaining_ms = window_start + WINDOW_MS - now
         return RateDecision(allowed=False, retry_after=min(60, max(1, -(-remaining_ms // 1000))))
+
+    async def _count_shared(
+        self, shared: SharedScope, client_id: str, scope: str, window_start: int
+    ) -> int:
+        """:meth:`_count` in a run of reads: the bucket's first hit is the upsert (its
+        row stays locked), the others are added in memory and written at the end."""
+        buckets: dict[tuple[str, str, int], list[int]] | None = shared.values.get(self)
+        if buckets is None:
+            buckets = shared.values[self] = {}
+
+            async def write() -> None:
+                for (client, name, start), (_, pending) in buckets.items():
+                    if pending:
+                        await self.buckets.add(client, name, start, pending)
+
+            shared.defer(write)
+        key = (client_id, scope, window_start)
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = [await self._count(client_id, scope, window_start), 0]
+            return buckets[key][0]
+        bucket[0] += 1
+        bucket[1] += 1
+        return bucket[0]
 
     async def _count(self, client_id: str, scope: str, window_start: int) -> int:
         count = await self.buckets.increment(client_id, scope, window_start)

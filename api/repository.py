@@ -174,6 +174,17 @@ class RateBucketRepository:
         assert row is not None
         return int(row["count"])
 
+    async def add(self, client_id: str, scope: str, window_start: int, hits: int) -> None:
+        """Add ``hits`` to a bucket that exists (its first hit was :meth:`increment`)."""
+        await self.db.execute(
+            "UPDATE rate_buckets SET count = count + $4"
+            " WHERE client_id = $1 AND scope = $2 AND window_start = $3",
+            client_id,
+            scope,
+            window_start,
+            hits,
+        )
+
     async def purge_before(self, window_start: int, *, limit: int) -> None:
         """Delete at most ``limit`` buckets of windows that started before ``window_start``."""
         await self.db.execute(

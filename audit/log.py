@@ -15,6 +15,10 @@ Two ways in:
   (they already are: a batch that lost its connection before COMMIT runs again).
   Every caller waits for its own batch's COMMIT before it sees its result, so nothing
   is answered before it is durable.
+* Units of a :class:`UnitGroup` (the consented reads) that meet in a batch run without
+  savepoints share one :class:`SharedScope`: the group loads what they will read in
+  set-based statements first, and what they defer (a counter, say) is written once
+  before the append. Run with savepoints, they run one by one as any unit.
 
 Appends serialise without forks or gaps: SQLite holds the write lock from
 ``BEGIN IMMEDIATE``; PostgreSQL locks the single ``audit_state`` row
@@ -25,10 +29,11 @@ No key-provider call may happen inside a unit.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
@@ -57,10 +62,54 @@ class _UnitRaised(Exception):
         self.error = error
 
 
+class SharedScope:
+    """What consecutive units of one group share inside one batch transaction.
+
+    ``values`` holds what the group loaded and what its units defer, under keys the
+    owners choose. :meth:`defer` registers a write to run once, after the last unit of
+    the run and before the batch's append; if a unit raises, nothing deferred is
+    written (the transaction rolls back and the batch runs again with savepoints,
+    without any scope).
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[object, Any] = {}
+        self._deferred: list[Callable[[], Awaitable[None]]] = []
+
+    def defer(self, write: Callable[[], Awaitable[None]]) -> None:
+        self._deferred.append(write)
+
+    async def flush(self) -> None:
+        for write in self._deferred:
+            await write()
+        self._deferred.clear()
+
+
+_SCOPE: contextvars.ContextVar[SharedScope | None] = contextvars.ContextVar(
+    "audit_shared_scope", default=None
+)
+
+
+def shared_scope() -> SharedScope | None:
+    """The scope of the group run the current unit belongs to, if any."""
+    return _SCOPE.get()
+
+
+class UnitGroup(Protocol):
+    """Units that load what they read together when they meet in a batch."""
+
+    async def load(self, scope: SharedScope, keys: Sequence[Any]) -> None:
+        """Load into ``scope`` what the units of ``keys`` (one per unit, in batch
+        order, as given to :meth:`AuditLog.run`) will read, inside the batch's
+        transaction, before the first of them runs."""
+
+
 @dataclass
 class _Unit(Generic[T]):
     work: Work[T]
     future: asyncio.Future[tuple[T, list[StoredEntry]]]
+    group: UnitGroup | None = None
+    key: Any = field(default=None)
 
 
 class AuditLog:
@@ -144,14 +193,19 @@ class AuditLog:
 
     # -- group commit -------------------------------------------------------------
 
-    async def run(self, work: Work[T]) -> tuple[T, list[StoredEntry]]:
+    async def run(
+        self, work: Work[T], *, group: UnitGroup | None = None, key: Any = None
+    ) -> tuple[T, list[StoredEntry]]:
         """Run ``work`` in a group-committed transaction; return its value and entries.
+
+        ``group``: consecutive units of the same group in a batch share a
+        :class:`SharedScope` that ``group.load`` fills from every unit's ``key``.
 
         Raises whatever ``work`` raised (its statements rolled back), or
         :class:`StorageError` when the batch could not commit.
         """
         loop = asyncio.get_running_loop()
-        unit: _Unit[T] = _Unit(work=work, future=loop.create_future())
+        unit: _Unit[T] = _Unit(work=work, future=loop.create_future(), group=group, key=key)
         self._queue.append(unit)
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain(), name="audit-group-commit")
@@ -216,26 +270,17 @@ class AuditLog:
         whole transaction (:class:`_UnitRaised`; a batch of one answers its caller)."""
         outcomes: list[tuple[bool, Any]] = []
         async with self.transaction():
-            for index, unit in enumerate(batch):
-                savepoint = f"unit_{index}"
-                if savepoints:
-                    await self.db.execute(f"SAVEPOINT {savepoint}")
-                try:
-                    value, drafts = await unit.work()
-                    for draft in drafts:  # a bad entry fails its own unit, not the batch
-                        draft.to_entry(seq=0, ts=0)
-                except ConnectionLostBeforeCommit:
-                    raise  # the whole batch runs again
-                except Exception as exc:
-                    if not savepoints:
-                        raise _UnitRaised(exc) from exc
-                    await self.db.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
-                    await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
-                    outcomes.append((False, exc))
-                    continue
-                if savepoints:
-                    await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
-                outcomes.append((True, (value, list(drafts))))
+            start = 0
+            while start < len(batch):
+                group = None if savepoints else batch[start].group
+                end = start + 1
+                if group is None:
+                    await self._run_unit(start, batch[start], outcomes, savepoints=savepoints)
+                else:
+                    while end < len(batch) and batch[end].group is group:
+                        end += 1
+                    await self._run_group(group, batch, start, end, outcomes)
+                start = end
             stored = await self.append(
                 [draft for ok, result in outcomes if ok for draft in result[1]],
                 validated=True,
@@ -247,6 +292,58 @@ class AuditLog:
                     outcomes[index] = (True, (value, stored[position : position + len(drafts)]))
                     position += len(drafts)
         return outcomes
+
+    async def _run_group(
+        self,
+        group: UnitGroup,
+        batch: list[_Unit[Any]],
+        start: int,
+        end: int,
+        outcomes: list[tuple[bool, Any]],
+    ) -> None:
+        """``batch[start:end]`` (one group, no savepoints) in one shared scope."""
+        scope = SharedScope()
+        token = _SCOPE.set(scope)
+        try:
+            try:
+                await group.load(scope, [unit.key for unit in batch[start:end]])
+            except ConnectionLostBeforeCommit:
+                raise
+            except Exception as exc:  # as a unit that raised: the units run alone next
+                raise _UnitRaised(exc) from exc
+            for index in range(start, end):
+                await self._run_unit(index, batch[index], outcomes, savepoints=False)
+            try:
+                await scope.flush()
+            except ConnectionLostBeforeCommit:
+                raise
+            except Exception as exc:
+                raise _UnitRaised(exc) from exc
+        finally:
+            _SCOPE.reset(token)
+
+    async def _run_unit(
+        self, index: int, unit: _Unit[Any], outcomes: list[tuple[bool, Any]], *, savepoints: bool
+    ) -> None:
+        savepoint = f"unit_{index}"
+        if savepoints:
+            await self.db.execute(f"SAVEPOINT {savepoint}")
+        try:
+            value, drafts = await unit.work()
+            for draft in drafts:  # a bad entry fails its own unit, not the batch
+                draft.to_entry(seq=0, ts=0)
+        except ConnectionLostBeforeCommit:
+            raise  # the whole batch runs again
+        except Exception as exc:
+            if not savepoints:
+                raise _UnitRaised(exc) from exc
+            await self.db.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+            await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
+            outcomes.append((False, exc))
+            return
+        if savepoints:
+            await self.db.execute(f"RELEASE SAVEPOINT {savepoint}")
+        outcomes.append((True, (value, list(drafts))))
 
     async def close(self) -> None:
         """Wait for queued units to commit."""

@@ -15,6 +15,13 @@ Path of a read (DESIGN section 5, 12):
 A data response therefore never exists without its committed entry, and no read
 sequenced after a revocation is served. No key-provider call happens inside a unit,
 and the hot path (keys cached) costs no statement outside it.
+
+Reads that meet in a batch share their statements (:class:`ReadGroup`, an
+:class:`audit.log.UnitGroup`): one statement locks and loads every consent of the run,
+one loads the latest record and DEK row of each of their citizens, the fetch counts
+and the rate-limit counters are written once before the append. Each unit still runs
+the same decision code against those rows; a batch that runs with savepoints (after a
+unit raised) runs them one by one against the database.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from audit.log import SharedScope, shared_scope
 from audit.models import EntryDraft, Item, safe_token
 from consent.errors import ConsentError
 from consent.models import ReadGrant
+from consent.repository import LockedConsents
 from consent.service import ConsentService
 from vault.errors import DecryptionError, OncevaultError, RecordNotFound, StorageError
 from vault.repository import DekRow, RecordRow
@@ -62,11 +71,45 @@ class ReadResult:
     audit_seq: int
 
 
+@dataclass(frozen=True)
+class _Latest:
+    """The latest record and DEK row of every type of these citizens (a run of reads)."""
+
+    citizens: frozenset[str]
+    rows: dict[tuple[str, str], tuple[RecordRow, DekRow]]
+
+
+class ReadGroup:
+    """The consented reads of one batch load their rows together (audit.log.UnitGroup)."""
+
+    def __init__(self, *, consents: ConsentService, vault: VaultService) -> None:
+        self.consents = consents
+        self.vault = vault
+
+    async def load(self, scope: SharedScope, keys: Sequence[Any]) -> None:
+        locked = await self.consents.repo.lock_many(list(keys))
+        scope.values[LockedConsents] = locked
+        citizens = frozenset(c.citizen_id for c in locked.rows.values() if c is not None)
+        scope.values[_Latest] = _Latest(
+            citizens, await self.vault.repo.latest_with_deks(sorted(citizens))
+        )
+
+    async def latest(self, citizen_id: str, record_type: str) -> tuple[RecordRow, DekRow] | None:
+        """The latest version of a type and its DEK row: from the run's rows when the
+        current unit is in a run of reads, else from the database."""
+        scope = shared_scope()
+        loaded = scope.values.get(_Latest) if scope is not None else None
+        if isinstance(loaded, _Latest) and citizen_id in loaded.citizens:
+            return loaded.rows.get((citizen_id, record_type))
+        return await self.vault.repo.latest_with_dek(citizen_id, record_type)
+
+
 class DataReader:
     def __init__(self, *, consents: ConsentService, vault: VaultService) -> None:
         self.consents = consents
         self.vault = vault
         self.audit = consents.audit
+        self.group = ReadGroup(consents=consents, vault=vault)
 
     async def read(
         self,
@@ -98,9 +141,7 @@ class DataReader:
             if not isinstance(grant, ConsentError):
                 missing: list[DekRow] = []
                 for record_type, fields in sorted(grant.released.items()):
-                    found = await self.vault.repo.latest_with_dek(
-                        grant.consent.citizen_id, record_type
-                    )
+                    found = await self.group.latest(grant.consent.citizen_id, record_type)
                     if found is None:
                         continue
                     row, dek_row = found
@@ -146,7 +187,7 @@ class DataReader:
             return (grant, rows), [*drafts, *more, self._ok(actor, grant, rows, single)]
 
         for round_ in range(1, KEY_ROUNDS + 1):
-            value, entries = await self.audit.run(work)
+            value, entries = await self.audit.run(work, group=self.group, key=consent_id)
             if not isinstance(value, _NeedKeys):
                 break
             if round_ == KEY_ROUNDS:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+from audit.log import shared_scope
 from consent.models import (
     Client,
     Consent,
@@ -17,6 +19,7 @@ from consent.models import (
     items_from_text,
     items_to_text,
 )
+from vault.errors import StorageError
 from vault.storage import IN_CHUNK, Database
 
 _COLUMNS = (
@@ -52,12 +55,139 @@ def _consent(row: dict[str, Any]) -> Consent:
     )
 
 
+#: Rows of one fetch-count write (five parameters each).
+_COUNT_ROWS = IN_CHUNK // 5
+
+
+class LockedConsents:
+    """Consents locked for a run of consented reads in one group-committed batch.
+
+    :meth:`ConsentRepository.lock_many` loads them (one statement) into the batch's
+    :class:`audit.log.SharedScope`. While that scope is current, :meth:`ConsentRepository.get`
+    answers from here and :meth:`ConsentRepository.count_fetch` counts here, exactly as
+    its conditional ``UPDATE`` would; the new counts are written in one statement
+    before the batch's append. Any other write to one of these consents first writes
+    its pending count and then drops it from here, so later reads see the database.
+    The rows are locked (``FOR UPDATE`` on PostgreSQL, the write lock on SQLite), so
+    nothing else changes them meanwhile; the write re-checks that, and a count that
+    moved fails the batch (which then runs its units one by one).
+    """
+
+    def __init__(self, database: Database, rows: Mapping[str, Consent | None]) -> None:
+        self.db = database
+        self.rows: dict[str, Consent | None] = dict(rows)
+        #: consent id -> (fetch count as loaded, updated_at of the last count)
+        self._counted: dict[str, tuple[int, int]] = {}
+        self._deferred = False
+
+    def holds(self, consent_id: str) -> bool:
+        return consent_id in self.rows
+
+    def count_fetch(self, consent_id: str, now: int) -> tuple[int, Status] | None:
+        """:meth:`ConsentRepository.count_fetch` on the locked row."""
+        consent = self.rows[consent_id]
+        if consent is None or consent.status != Status.ACTIVE:
+            return None
+        if consent.max_fetches is not None and consent.fetch_count >= consent.max_fetches:
+            return None
+        count = consent.fetch_count + 1
+        status = (
+            Status.EXHAUSTED
+            if consent.max_fetches is not None and count >= consent.max_fetches
+            else consent.status
+        )
+        loaded, _ = self._counted.get(consent_id, (consent.fetch_count, now))
+        self._counted[consent_id] = (loaded, now)
+        self.rows[consent_id] = replace(consent, fetch_count=count, status=status)
+        if not self._deferred:
+            self._deferred = True
+            scope = shared_scope()
+            assert scope is not None
+            scope.defer(self.flush)
+        return count, status
+
+    async def release(self, consent_id: str) -> None:
+        """Before another write to ``consent_id``: write its count, then forget it."""
+        if consent_id in self._counted:
+            await self._write([consent_id])
+        self.rows.pop(consent_id, None)
+
+    async def flush(self) -> None:
+        await self._write(list(self._counted))
+
+    async def _write(self, consent_ids: list[str]) -> None:
+        for start in range(0, len(consent_ids), _COUNT_ROWS):
+            chunk = consent_ids[start : start + _COUNT_ROWS]
+            values: list[object] = []
+            for consent_id in chunk:
+                consent = self.rows[consent_id]
+                assert consent is not None
+                loaded, at = self._counted.pop(consent_id)
+                values += [consent_id, loaded, consent.fetch_count, consent.status.value, at]
+            marks = ", ".join(
+                f"(CAST(${5 * i + 1} AS TEXT), CAST(${5 * i + 2} AS BIGINT),"
+                f" CAST(${5 * i + 3} AS BIGINT), CAST(${5 * i + 4} AS TEXT),"
+                f" CAST(${5 * i + 5} AS BIGINT))"
+                for i in range(len(chunk))
+            )
+            rows = await self.db.fetch(
+                f"WITH v(consent_id, loaded, fetch_count, status, at) AS (VALUES {marks})"
+                " UPDATE consents SET fetch_count = v.fetch_count, status = v.status,"
+                " updated_at = v.at FROM v WHERE consents.consent_id = v.consent_id"
+                " AND consents.fetch_count = v.loaded AND consents.status = 'active'"
+                " RETURNING consents.consent_id",
+                *values,
+            )
+            if len(rows) != len(chunk):
+                raise StorageError("a locked consent changed before its fetches were counted")
+
+
+def _locked_here() -> LockedConsents | None:
+    scope = shared_scope()
+    if scope is None:
+        return None
+    found = scope.values.get(LockedConsents)
+    return found if isinstance(found, LockedConsents) else None
+
+
 class ConsentRepository:
     def __init__(self, database: Database) -> None:
         self.db = database
 
+    async def lock_many(self, consent_ids: Sequence[str]) -> LockedConsents:
+        """Lock and load these consents (in id order) for a run of reads; unknown ids
+        are held as None. The caller puts the result in its shared scope."""
+        wanted = sorted(set(consent_ids))
+        rows: dict[str, Consent | None] = dict.fromkeys(wanted)
+        if self.db.dialect == "postgres":
+            found = await self.db.fetch(
+                f"SELECT {_COLUMNS} FROM consents WHERE consent_id = ANY($1::text[])"
+                " ORDER BY consent_id FOR UPDATE",
+                wanted,
+            )
+        else:
+            found = []
+            for start in range(0, len(wanted), IN_CHUNK):
+                chunk = wanted[start : start + IN_CHUNK]
+                marks = ", ".join(f"${i + 1}" for i in range(len(chunk)))
+                found += await self.db.fetch(
+                    f"SELECT {_COLUMNS} FROM consents WHERE consent_id IN ({marks})", *chunk
+                )
+        for row in found:
+            consent = _consent(row)
+            rows[consent.consent_id] = consent
+        return LockedConsents(self.db, rows)
+
+    async def _release(self, consent_id: str) -> None:
+        locked = _locked_here()
+        if locked is not None and locked.holds(consent_id):
+            await locked.release(consent_id)
+
     async def get(self, consent_id: str, *, lock: bool = False) -> Consent | None:
         """One consent; ``lock`` takes its row lock on PostgreSQL (SQLite holds the db lock)."""
+        locked = _locked_here()
+        if locked is not None and locked.holds(consent_id):
+            return locked.rows[consent_id]
         suffix = " FOR UPDATE" if lock and self.db.dialect == "postgres" else ""
         row = await self.db.fetchrow(
             f"SELECT {_COLUMNS} FROM consents WHERE consent_id = $1{suffix}", consent_id
@@ -75,6 +205,7 @@ class ConsentRepository:
         return _consent(row) if row else None
 
     async def insert(self, consent: Consent, now: int) -> None:
+        await self._release(consent.consent_id)
         await self.db.execute(
             f"INSERT INTO consents ({_COLUMNS}, updated_at) VALUES"
             " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
@@ -107,6 +238,7 @@ class ConsentRepository:
         valid_from: int | None = None,
         valid_until: int | None = None,
     ) -> None:
+        await self._release(consent_id)
         await self.db.execute(
             "UPDATE consents SET status = $1, updated_at = $2,"
             " valid_from = COALESCE($3, valid_from), valid_until = COALESCE($4, valid_until)"
@@ -122,8 +254,12 @@ class ConsentRepository:
         """Conditionally count one fetch; None when the consent cannot release any more.
 
         The condition is re-checked by the UPDATE itself, so even a caller that skipped
-        the lock could never exceed ``max_fetches``.
+        the lock could never exceed ``max_fetches``. In a run of reads the locked row
+        is counted in memory and written before the append (:class:`LockedConsents`).
         """
+        locked = _locked_here()
+        if locked is not None and locked.holds(consent_id):
+            return locked.count_fetch(consent_id, now)
         rows = await self.db.fetch(
             "UPDATE consents SET fetch_count = fetch_count + 1, updated_at = $1,"
             " status = CASE WHEN max_fetches IS NOT NULL AND fetch_count + 1 >= max_fetches"
@@ -166,6 +302,7 @@ class ConsentRepository:
     # -- receipts -----------------------------------------------------------------
 
     async def add_receipt(self, receipt: Receipt) -> None:
+        await self._release(receipt.consent_id)
         await self.db.execute(
             "INSERT INTO consent_receipts (consent_id, version, status, issued_at, jws)"
             " VALUES ($1, $2, $3, $4, $5)",

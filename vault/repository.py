@@ -126,6 +126,13 @@ def _record(row: dict[str, Any]) -> RecordRow:
     )
 
 
+_LATEST_WITH_DEK = (
+    f"SELECT {_RECORD_COLUMNS_OF_R}, d.dek_version, d.wrapped, d.kek_version,"
+    " d.generation, d.created_at AS dek_created_at"
+    " FROM records r JOIN deks d ON d.dek_id = r.dek_id"
+)
+
+
 def _chunks(values: Sequence[T]) -> list[list[T]]:
     return [list(values[i : i + IN_CHUNK]) for i in range(0, len(values), IN_CHUNK)]
 
@@ -281,16 +288,34 @@ class VaultRepository:
         """The latest version and the DEK row it is sealed under, in one statement (the
         consented read's unit)."""
         row = await self.db.fetchrow(
-            f"SELECT {_RECORD_COLUMNS_OF_R}, d.dek_version, d.wrapped, d.kek_version,"
-            " d.generation, d.created_at AS dek_created_at"
-            " FROM records r JOIN deks d ON d.dek_id = r.dek_id"
-            " WHERE r.citizen_id = $1 AND r.record_type = $2 AND r.superseded_at IS NULL",
+            f"{_LATEST_WITH_DEK} WHERE r.citizen_id = $1 AND r.record_type = $2"
+            " AND r.superseded_at IS NULL",
             citizen_id,
             record_type,
         )
         if row is None:
             return None
         return _record(row), _dek({**row, "created_at": row["dek_created_at"]})
+
+    async def latest_with_deks(
+        self, citizen_ids: Sequence[str]
+    ) -> dict[tuple[str, str], tuple[RecordRow, DekRow]]:
+        """:meth:`latest_with_dek` for every type of every citizen of ``citizen_ids``,
+        keyed by (citizen, type): one statement per 500 citizens (a run of reads)."""
+        out: dict[tuple[str, str], tuple[RecordRow, DekRow]] = {}
+        for chunk in _chunks(sorted(set(citizen_ids))):
+            rows = await self.db.fetch(
+                f"{_LATEST_WITH_DEK} WHERE r.citizen_id IN ({_marks(len(chunk))})"
+                " AND r.superseded_at IS NULL",
+                *chunk,
+            )
+            for row in rows:
+                record = _record(row)
+                out[(record.meta.citizen_id, record.meta.record_type)] = (
+                    record,
+                    _dek({**row, "created_at": row["dek_created_at"]}),
+                )
+        return out
 
     async def version(self, citizen_id: str, record_type: str, version: int) -> RecordRow | None:
         row = await self.db.fetchrow(

@@ -111,7 +111,9 @@ def drop_from_units(
     """
     run = AuditLog.run
 
-    async def skipping_run(self: AuditLog, work: Any) -> tuple[Any, list[StoredEntry]]:
+    async def skipping_run(
+        self: AuditLog, work: Any, **grouping: Any
+    ) -> tuple[Any, list[StoredEntry]]:
         lost: list[EntryDraft] = []
 
         async def without() -> tuple[Any, list[EntryDraft]]:
@@ -119,7 +121,7 @@ def drop_from_units(
             lost.extend(d for d in drafts if dropped(d))
             return value, [d for d in drafts if not dropped(d)]
 
-        value, entries = await run(self, without)
+        value, entries = await run(self, without, **grouping)
         if lost and answer_a_seq:
             size = (await self.state()).size
             entries = [*entries, StoredEntry(seq=size, leaf=b"", leaf_hash=b"", entry={})]

@@ -1,0 +1,309 @@
+"""Consented reads that meet in one group-committed batch share their statements
+(consent/reads.py ``ReadGroup``, audit/log.py ``SharedScope``): one statement locks
+every consent of the run, one loads their records, fetch counts and rate-limit
+counters are written once. The answers, counts and entries must be exactly those of
+the same reads run one by one. On both engines, through ``DataReader`` itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.auth import RateLimited
+from api.runtime import Runtime
+from consent.reads import DataReader, ReadResult
+from consent.repository import LockedConsents
+from tests.helpers.runtime import local_settings
+from vault.clock import ManualClock
+from vault.errors import OncevaultError, StorageError
+from vault.models import Subject
+from vault.service import Actor
+from vault.storage import Database
+
+ISSUER = Actor("client", "nts", "req_issue")
+TYPE = "income_certificate"
+
+
+async def citizen_with_consent(
+    runtime: Runtime, n: int, *, max_fetches: int | None = None, valid_days: int = 30
+) -> str:
+    assert runtime.vault is not None and runtime.consents is not None
+    citizen = await runtime.vault.resolve(Subject.parse({"nid": f"90010{n:08d}"}))
+    await runtime.vault.put(
+        citizen_id=citizen,
+        record_type=TYPE,
+        data={"year": 2025, "total_income": 1000 + n, "employer": "E", "tax_paid": 1},
+        source="nts",
+        actor=ISSUER,
+        client_id="nts",
+    )
+    consent, _ = await runtime.consents.request(
+        citizen_id=citizen,
+        client_id="kbank",
+        purpose="mortgage_screening",
+        items=[{"type": TYPE, "fields": ["year", "total_income"]}],
+        access="standing",
+        valid_days=valid_days,
+        max_fetches=max_fetches,
+        case_reference=None,
+        actor=Actor("client", "kbank"),
+    )
+    await runtime.consents.approve(
+        consent.consent_id, citizen_id=citizen, actor=Actor("citizen", citizen)
+    )
+    return consent.consent_id
+
+
+def reader_of(runtime: Runtime) -> DataReader:
+    assert runtime.reader is not None
+    return runtime.reader
+
+
+def limited(runtime: Runtime) -> Callable[[], Any]:
+    limiter = runtime.rate_limiter
+    assert limiter is not None
+
+    async def gate() -> OncevaultError | None:
+        decision = await limiter.hit_here("kbank", "read")
+        return None if decision.allowed else RateLimited(decision.retry_after)
+
+    return gate
+
+
+async def read(
+    runtime: Runtime, consent_id: str, gate: Callable[[], Any] | None = None
+) -> ReadResult | OncevaultError:
+    try:
+        return await reader_of(runtime).read(
+            consent_id=consent_id, client_id="kbank", types=[TYPE], request_id=None, gate=gate
+        )
+    except OncevaultError as refused:
+        return refused
+
+
+async def together(runtime: Runtime, consent_ids: Sequence[str], **kw: Any) -> list[Any]:
+    """Every read queued before the batch starts: they all meet in one batch."""
+    return list(await asyncio.gather(*(read(runtime, c, **kw) for c in consent_ids)))
+
+
+def codes(results: Sequence[Any]) -> list[str]:
+    return ["ok" if isinstance(r, ReadResult) else str(r.code) for r in results]
+
+
+async def entries(database: Database, after: int) -> list[dict[str, Any]]:
+    rows = await database.fetch("SELECT seq, leaf FROM audit_entries WHERE seq >= $1", after)
+    return [json.loads(bytes(r["leaf"])) for r in sorted(rows, key=lambda r: int(r["seq"]))]
+
+
+async def consent_row(database: Database, consent_id: str) -> tuple[int, str]:
+    row = await database.fetchrow(
+        "SELECT fetch_count, status FROM consents WHERE consent_id = $1", consent_id
+    )
+    assert row is not None
+    return int(row["fetch_count"]), str(row["status"])
+
+
+class Statements:
+    """Every statement the database runs from now on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, database: Database) -> None:
+        self.sql: list[str] = []
+        run = Database._run
+
+        async def spied(db: Database, sql: str, args: Sequence[object]) -> Any:
+            self.sql.append(sql)
+            return await run(db, sql, args)
+
+        monkeypatch.setattr(Database, "_run", spied)
+
+    def count(self, *fragments: str) -> int:
+        return sum(1 for sql in self.sql if all(f in sql for f in fragments))
+
+
+async def warm(runtime: Runtime, consent_ids: Sequence[str]) -> None:
+    """One read each, so the DEKs are in memory and the next reads need one batch."""
+    for consent_id in consent_ids:
+        assert isinstance(await read(runtime, consent_id), ReadResult)
+
+
+async def test_a_batch_of_reads_counts_a_limited_consent_exactly(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consent_id = await citizen_with_consent(runtime, 1, max_fetches=6)
+    await warm(runtime, [consent_id])
+    before = (await runtime.audit.state()).size
+    batches = runtime.audit.batches
+    statements = Statements(monkeypatch, database)
+    results = await together(runtime, [consent_id] * 12)
+    assert runtime.audit.batches == batches + 1  # one batch, one shared run
+    # 12 reads: one statement loads the consent, one the record, one writes the count
+    assert statements.count("FROM consents") == 1
+    assert statements.count("FROM records") == 1
+    assert statements.count("UPDATE consents") == 1
+    assert len(statements.sql) <= 8, statements.sql  # + the tree lock and the append
+    assert codes(results) == ["ok"] * 5 + ["consent_exhausted"] * 7
+    assert await consent_row(database, consent_id) == (6, "exhausted")
+    got = await entries(database, before)
+    actions = [(e["action"], e["outcome"], e.get("reason_code")) for e in got]
+    assert actions.count(("data.read", "ok", None)) == 5
+    assert actions.count(("data.read", "denied", "consent_exhausted")) == 7
+    assert actions.count(("consent.exhausted", "ok", None)) == 1
+    ok = [r for r in results if isinstance(r, ReadResult)]
+    assert [r.items[0].data for r in ok] == [{"year": 2025, "total_income": 1001}] * 5
+
+
+async def test_the_rate_limit_decides_each_read_of_a_batch(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consent_ids = [await citizen_with_consent(runtime, n) for n in range(8)]
+    await warm(runtime, consent_ids)
+    limiter = runtime.rate_limiter
+    assert limiter is not None
+    monkeypatch.setattr(limiter, "per_minute", 5)
+    results = await together(runtime, consent_ids + consent_ids[:2], gate=limited(runtime))
+    assert codes(results) == ["ok"] * 5 + ["rate_limited"] * 5
+    rows = await database.fetch(
+        "SELECT count FROM rate_buckets WHERE client_id = 'kbank' AND scope = 'read'"
+    )
+    assert [int(r["count"]) for r in rows] == [10]  # every hit counted, as one by one
+    again = await read(runtime, consent_ids[0], gate=limited(runtime))
+    assert isinstance(again, RateLimited)
+    rows = await database.fetch(
+        "SELECT count FROM rate_buckets WHERE client_id = 'kbank' AND scope = 'read'"
+    )
+    assert [int(r["count"]) for r in rows] == [11]
+    counts = [await consent_row(database, c) for c in consent_ids]
+    assert sorted(n for n, _ in counts) == [1, 1, 1, 2, 2, 2, 2, 2]  # warm-up + granted
+
+
+async def test_a_consent_expiring_inside_a_batch_is_expired_once(
+    runtime: Runtime, database: Database, clock: ManualClock
+) -> None:
+    consent_id = await citizen_with_consent(runtime, 3, valid_days=1)
+    await warm(runtime, [consent_id])
+    before = (await runtime.audit.state()).size
+    clock.advance(days=2)
+    results = await together(runtime, [consent_id] * 5)
+    assert codes(results) == ["consent_expired"] * 5
+    assert await consent_row(database, consent_id) == (1, "expired")
+    got = await entries(database, before)
+    assert [e["action"] for e in got].count("consent.expired") == 1
+
+
+async def test_a_revocation_between_reads_of_one_batch_stops_the_later_ones(
+    runtime: Runtime, database: Database
+) -> None:
+    consent_id = await citizen_with_consent(runtime, 4)
+    await warm(runtime, [consent_id])
+    assert runtime.consents is not None
+    row = await database.fetchrow(
+        "SELECT citizen_id FROM consents WHERE consent_id = $1", consent_id
+    )
+    assert row is not None
+    citizen = str(row["citizen_id"])
+
+    async def revoke() -> str:
+        assert runtime.consents is not None
+        done = await runtime.consents.revoke(
+            consent_id, citizen_id=citizen, actor=Actor("citizen", citizen)
+        )
+        return done.status.value
+
+    batches = runtime.audit.batches
+    results = await asyncio.gather(
+        read(runtime, consent_id),
+        read(runtime, consent_id),
+        revoke(),
+        read(runtime, consent_id),
+        read(runtime, consent_id),
+    )
+    assert runtime.audit.batches == batches + 1
+    assert codes(results[:2]) == ["ok", "ok"]
+    assert results[2] == "revoked"
+    assert codes(results[3:]) == ["consent_revoked", "consent_revoked"]
+    assert await consent_row(database, consent_id) == (3, "revoked")
+
+
+async def test_a_failed_shared_write_runs_the_batch_again_one_by_one(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consent_ids = [await citizen_with_consent(runtime, 10 + n, max_fetches=3) for n in range(3)]
+    await warm(runtime, consent_ids)
+    before = (await runtime.audit.state()).size
+    flush = LockedConsents.flush
+    failures = []
+
+    async def fail_once(self: LockedConsents) -> None:
+        if not failures:
+            failures.append(1)
+            raise StorageError("a locked consent changed before its fetches were counted")
+        await flush(self)
+
+    monkeypatch.setattr(LockedConsents, "flush", fail_once)
+    reruns = runtime.audit.savepoint_reruns
+    results = await together(runtime, consent_ids * 3)
+    assert failures == [1]
+    assert runtime.audit.savepoint_reruns == reruns + 1
+    assert codes(results) == ["ok"] * 6 + ["consent_exhausted"] * 3
+    assert [await consent_row(database, c) for c in consent_ids] == [(3, "exhausted")] * 3
+    got = await entries(database, before)
+    assert len([e for e in got if e["action"] == "data.read"]) == 9  # nothing twice
+
+
+async def test_a_count_that_moved_under_the_lock_is_refused_not_overwritten(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consent_id = await citizen_with_consent(runtime, 20)
+    await warm(runtime, [consent_id])
+    flush = LockedConsents.flush
+    moved = []
+
+    async def move_then_flush(self: LockedConsents) -> None:
+        if not moved:  # the first run only: what no lock holder could see happen
+            moved.append(1)
+            await database.execute(
+                "UPDATE consents SET fetch_count = 70 WHERE consent_id = $1", consent_id
+            )
+        await flush(self)
+
+    monkeypatch.setattr(LockedConsents, "flush", move_then_flush)
+    reruns = runtime.audit.savepoint_reruns
+    results = await together(runtime, [consent_id] * 4)
+    assert codes(results) == ["ok"] * 4
+    assert runtime.audit.savepoint_reruns == reruns + 1  # refused, then one by one
+    assert await consent_row(database, consent_id) == (5, "active")
+
+
+@pytest.fixture
+async def second_worker(
+    database: Database, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[Runtime]:
+    other = database.clone()
+    await other.start()
+    twin = await Runtime.open(
+        local_settings(tmp_path), database=other, clock=clock, load_keys=False
+    )
+    await twin.load_services()
+    try:
+        yield twin
+    finally:
+        await twin.close()
+
+
+async def test_two_workers_batching_reads_of_one_consent_never_overcount(
+    runtime: Runtime, second_worker: Runtime, database: Database
+) -> None:
+    consent_id = await citizen_with_consent(runtime, 30, max_fetches=8)
+    await warm(runtime, [consent_id])
+    await warm(second_worker, [consent_id])
+    first, second = await asyncio.gather(
+        together(runtime, [consent_id] * 10), together(second_worker, [consent_id] * 10)
+    )
+    assert sorted(codes(first + second)).count("ok") == 6
+    assert set(codes(first + second)) == {"ok", "consent_exhausted"}
+    assert await consent_row(database, consent_id) == (8, "exhausted")
