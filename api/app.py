@@ -16,7 +16,7 @@ from litestar.exceptions import ValidationException
 from api.bodies import recursion_error_handler, strict_json_bodies, validation_exception_handler
 from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
-from api.fastread import ConsentedReads
+from api.fastread import ConsentedReads, refuse_hidden_layers
 from api.idp import DevIdP
 from api.middleware import AllowMiddleware, RequestIdMiddleware
 from api.openapi import StructSchemas, document, openapi_config, success
@@ -118,7 +118,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
     handlers.append(web_router(settings))  # the citizen pages under /my
 
     document(handlers)
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         openapi_config=openapi_config(),
         plugins=[StructSchemas()],
@@ -134,3 +134,5 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
         logging_config=None,
         debug=False,
     )
+    refuse_hidden_layers(app)
+    return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vault.errors import StorageError
 from vault.storage import Database
 
 _IDEMPOTENCY_COLUMNS = (
@@ -175,15 +176,18 @@ class RateBucketRepository:
         return int(row["count"])
 
     async def add(self, client_id: str, scope: str, window_start: int, hits: int) -> None:
-        """Add ``hits`` to a bucket that exists (its first hit was :meth:`increment`)."""
-        await self.db.execute(
+        """Add ``hits`` to a bucket that exists (its first hit was :meth:`increment`,
+        whose row lock the caller still holds); a missing bucket is a StorageError."""
+        rows = await self.db.fetch(
             "UPDATE rate_buckets SET count = count + $4"
-            " WHERE client_id = $1 AND scope = $2 AND window_start = $3",
+            " WHERE client_id = $1 AND scope = $2 AND window_start = $3 RETURNING count",
             client_id,
             scope,
             window_start,
             hits,
         )
+        if not rows:
+            raise StorageError("a rate-limit bucket vanished before its hits were counted")
 
     async def purge_before(self, window_start: int, *, limit: int) -> None:
         """Delete at most ``limit`` buckets of windows that started before ``window_start``."""

@@ -75,14 +75,21 @@ class SharedScope:
     def __init__(self) -> None:
         self.values: dict[object, Any] = {}
         self._deferred: list[Callable[[], Awaitable[None]]] = []
+        #: Only the batch's own task sees the scope: a task a unit starts inherits the
+        #: context variable, and must not count into a scope that may be written already.
+        self.owner = asyncio.current_task()
+        self.open = True
 
     def defer(self, write: Callable[[], Awaitable[None]]) -> None:
+        if not self.open:
+            raise RuntimeError("the shared scope is closed")
         self._deferred.append(write)
 
     async def flush(self) -> None:
         for write in self._deferred:
             await write()
         self._deferred.clear()
+        self.open = False
 
 
 _SCOPE: contextvars.ContextVar[SharedScope | None] = contextvars.ContextVar(
@@ -91,8 +98,12 @@ _SCOPE: contextvars.ContextVar[SharedScope | None] = contextvars.ContextVar(
 
 
 def shared_scope() -> SharedScope | None:
-    """The scope of the group run the current unit belongs to, if any."""
-    return _SCOPE.get()
+    """The scope of the group run the current unit belongs to, if any: None outside a
+    run, in another task than the batch's, and once the run's writes are done."""
+    scope = _SCOPE.get()
+    if scope is None or not scope.open or scope.owner is not asyncio.current_task():
+        return None
+    return scope
 
 
 class UnitGroup(Protocol):
@@ -320,6 +331,7 @@ class AuditLog:
             except Exception as exc:
                 raise _UnitRaised(exc) from exc
         finally:
+            scope.open = False
             _SCOPE.reset(token)
 
     async def _run_unit(

@@ -33,7 +33,7 @@ from typing import Any
 from audit.log import SharedScope, shared_scope
 from audit.models import EntryDraft, Item, safe_token
 from consent.errors import ConsentError
-from consent.models import ReadGrant
+from consent.models import ReadGrant, Status
 from consent.repository import LockedConsents
 from consent.service import ConsentService
 from vault.errors import DecryptionError, OncevaultError, RecordNotFound, StorageError
@@ -73,33 +73,49 @@ class ReadResult:
 
 @dataclass(frozen=True)
 class _Latest:
-    """The latest record and DEK row of every type of these citizens (a run of reads)."""
+    """The latest record and DEK row of the types each citizen's consents in a run of
+    reads name (a run's shared load)."""
 
-    citizens: frozenset[str]
+    types_of: dict[str, frozenset[str]]
     rows: dict[tuple[str, str], tuple[RecordRow, DekRow]]
 
 
 class ReadGroup:
-    """The consented reads of one batch load their rows together (audit.log.UnitGroup)."""
+    """The consented reads of one batch load their rows together (audit.log.UnitGroup).
+
+    A unit's key is ``(consent_id, client_id)``. Records are loaded only for consents
+    that are active and belong to the client asking, and only for the types they name
+    (what a read may release is a subset); anything else a unit asks for is read from
+    the database as outside a run."""
 
     def __init__(self, *, consents: ConsentService, vault: VaultService) -> None:
         self.consents = consents
         self.vault = vault
 
     async def load(self, scope: SharedScope, keys: Sequence[Any]) -> None:
-        locked = await self.consents.repo.lock_many(list(keys))
+        locked = await self.consents.repo.lock_many([consent_id for consent_id, _ in keys])
         scope.values[LockedConsents] = locked
-        citizens = frozenset(c.citizen_id for c in locked.rows.values() if c is not None)
+        wanted: dict[str, set[str]] = {}
+        for consent_id, client_id in keys:
+            consent = locked.rows.get(consent_id)
+            if consent is None or consent.client_id != client_id:
+                continue
+            if consent.status != Status.ACTIVE:
+                continue
+            wanted.setdefault(consent.citizen_id, set()).update(t for t, _ in consent.items)
+        types = {t for named in wanted.values() for t in named}
+        rows = await self.vault.repo.latest_with_deks(list(wanted), list(types))
+        types_of = {citizen: frozenset(named) for citizen, named in wanted.items()}
         scope.values[_Latest] = _Latest(
-            citizens, await self.vault.repo.latest_with_deks(sorted(citizens))
+            types_of, {pair: row for pair, row in rows.items() if pair[1] in types_of[pair[0]]}
         )
 
     async def latest(self, citizen_id: str, record_type: str) -> tuple[RecordRow, DekRow] | None:
         """The latest version of a type and its DEK row: from the run's rows when the
-        current unit is in a run of reads, else from the database."""
+        run loaded that type of that citizen, else from the database."""
         scope = shared_scope()
         loaded = scope.values.get(_Latest) if scope is not None else None
-        if isinstance(loaded, _Latest) and citizen_id in loaded.citizens:
+        if isinstance(loaded, _Latest) and record_type in loaded.types_of.get(citizen_id, ()):
             return loaded.rows.get((citizen_id, record_type))
         return await self.vault.repo.latest_with_dek(citizen_id, record_type)
 
@@ -187,7 +203,9 @@ class DataReader:
             return (grant, rows), [*drafts, *more, self._ok(actor, grant, rows, single)]
 
         for round_ in range(1, KEY_ROUNDS + 1):
-            value, entries = await self.audit.run(work, group=self.group, key=consent_id)
+            value, entries = await self.audit.run(
+                work, group=self.group, key=(consent_id, client_id)
+            )
             if not isinstance(value, _NeedKeys):
                 break
             if round_ == KEY_ROUNDS:

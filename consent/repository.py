@@ -116,30 +116,50 @@ class LockedConsents:
         await self._write(list(self._counted))
 
     async def _write(self, consent_ids: list[str]) -> None:
-        for start in range(0, len(consent_ids), _COUNT_ROWS):
-            chunk = consent_ids[start : start + _COUNT_ROWS]
-            values: list[object] = []
-            for consent_id in chunk:
-                consent = self.rows[consent_id]
-                assert consent is not None
-                loaded, at = self._counted.pop(consent_id)
-                values += [consent_id, loaded, consent.fetch_count, consent.status.value, at]
+        rows: list[tuple[str, int, int, str, int]] = []
+        for consent_id in consent_ids:
+            consent = self.rows[consent_id]
+            assert consent is not None
+            loaded, at = self._counted.pop(consent_id)
+            rows.append((consent_id, loaded, consent.fetch_count, consent.status.value, at))
+        if self.db.dialect == "postgres":  # one statement text whatever the count
+            written = await self.db.fetch(
+                f"{_COUNT_UPDATE} FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
+                " $4::text[], $5::bigint[]) AS v(consent_id, loaded, fetch_count, status, at)"
+                f" {_COUNT_WHERE}",
+                *(list(column) for column in zip(*rows, strict=True)),
+            )
+            self._check(written, len(rows))
+            return
+        for start in range(0, len(rows), _COUNT_ROWS):
+            chunk = rows[start : start + _COUNT_ROWS]
             marks = ", ".join(
                 f"(CAST(${5 * i + 1} AS TEXT), CAST(${5 * i + 2} AS BIGINT),"
                 f" CAST(${5 * i + 3} AS BIGINT), CAST(${5 * i + 4} AS TEXT),"
                 f" CAST(${5 * i + 5} AS BIGINT))"
                 for i in range(len(chunk))
             )
-            rows = await self.db.fetch(
+            written = await self.db.fetch(
                 f"WITH v(consent_id, loaded, fetch_count, status, at) AS (VALUES {marks})"
-                " UPDATE consents SET fetch_count = v.fetch_count, status = v.status,"
-                " updated_at = v.at FROM v WHERE consents.consent_id = v.consent_id"
-                " AND consents.fetch_count = v.loaded AND consents.status = 'active'"
-                " RETURNING consents.consent_id",
-                *values,
+                f" {_COUNT_UPDATE} FROM v {_COUNT_WHERE}",
+                *(value for row in chunk for value in row),
             )
-            if len(rows) != len(chunk):
-                raise StorageError("a locked consent changed before its fetches were counted")
+            self._check(written, len(chunk))
+
+    @staticmethod
+    def _check(written: list[dict[str, Any]], expected: int) -> None:
+        if len(written) != expected:
+            raise StorageError("a locked consent changed before its fetches were counted")
+
+
+_COUNT_UPDATE = (
+    "UPDATE consents SET fetch_count = v.fetch_count, status = v.status, updated_at = v.at"
+)
+#: The write re-checks what the run loaded: a count that moved fails the run.
+_COUNT_WHERE = (
+    "WHERE consents.consent_id = v.consent_id AND consents.fetch_count = v.loaded"
+    " AND consents.status = 'active' RETURNING consents.consent_id"
+)
 
 
 def _locked_here() -> LockedConsents | None:

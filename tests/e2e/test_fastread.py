@@ -7,7 +7,7 @@ numbers."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,14 @@ import httpx
 import pytest
 
 import api.fastread as fastread
+from api.app import create_app
 from api.ratelimit import RateDecision
+from tests.helpers.runtime import local_settings
 from tests.reliability.inprocess import Local, local_platform
 from tests.reliability.scenario import Home, setup_home, token
+from vault.clock import ManualClock
+from vault.errors import KeyProviderUnavailable
+from vault.keys import UnwrapRequest
 
 #: Differ between two equal answers.
 VOLATILE_HEADERS = {"x-request-id", "x-audit-seq", "date"}
@@ -62,10 +67,18 @@ class Twice:
         monkeypatch.setattr(fastread, "answer", counted)
 
     async def both(
-        self, path: str, headers: dict[str, str], *, fast: bool = True, method: str = "GET"
+        self,
+        path: str,
+        headers: dict[str, str] | Callable[[], Awaitable[dict[str, str]]],
+        *,
+        fast: bool = True,
+        method: str = "GET",
     ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``headers``: the same for both requests, or made afresh before each (a
+        single-use DPoP proof, say)."""
         results = []
         for through_fast_path in (True, False):
+            sent = headers if isinstance(headers, dict) else await headers()
             before = len(await self.local.entries())
             counted = self.fast_answers
             with self.monkeypatch.context() as patch:
@@ -77,7 +90,7 @@ class Twice:
 
                     patch.setattr(fastread.ConsentedReads, "__call__", off)
                     assert fastread.ConsentedReads.__call__ is not passthrough
-                response = await self.local.http.request(method, path, headers=headers)
+                response = await self.local.http.request(method, path, headers=sent)
             entries = await self.local.entries()
             appended = [stable(entries[seq]) for seq in sorted(entries)[before:]]
             took_fast_path = self.fast_answers - counted
@@ -199,3 +212,104 @@ async def test_revoked_rate_limited_and_failing_reads_are_the_handlers_answers(
     assert fast["status"] == 403
     assert b'"code":"consent_revoked"' in fast["body"]
     assert fast["appended"] and fast["appended"][0]["outcome"] == "denied"
+
+
+async def test_dpop_bound_reads_are_the_handlers_answers(
+    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twice = Twice(local, monkeypatch)
+    consent_id = next(iter(home.tokens))
+    kbank = local.clients["kbank"]
+    issued = await local.http.post(
+        "/oauth/token",
+        data=kbank.token_form(local.base_url, consent_id=consent_id),
+        headers={"DPoP": kbank.dpop("POST", local.base_url + "/oauth/token")},
+    )
+    assert issued.status_code == 200, issued.text
+    assert issued.json()["token_type"] == "DPoP"
+    bound = issued.json()["access_token"]
+    path = "/v1/data/income_certificate"
+    url = local.base_url + path
+
+    async def fresh() -> dict[str, str]:
+        return {"Authorization": f"DPoP {bound}", "DPoP": kbank.dpop("GET", url, token=bound)}
+
+    async def replayed() -> dict[str, str]:
+        headers = await fresh()
+        first = await local.http.get(path, headers=headers)
+        assert first.status_code == 200
+        return headers
+
+    async def wrong_method() -> dict[str, str]:
+        return {"Authorization": f"DPoP {bound}", "DPoP": kbank.dpop("POST", url, token=bound)}
+
+    cases: list[tuple[Callable[[], Awaitable[dict[str, str]]], int, str | None]] = [
+        (fresh, 200, None),
+        (replayed, 401, "invalid_dpop_proof"),
+        (wrong_method, 401, "invalid_dpop_proof"),
+    ]
+    for make, status, code in cases:
+        fast, slow = await twice.both(path, make)
+        assert fast == slow, make.__name__
+        assert fast["status"] == status, (make.__name__, fast)
+        if code is not None:
+            assert f'"code":"{code}"'.encode() in fast["body"]
+            assert any(
+                name == "www-authenticate" and "DPoP" in value for name, value in fast["headers"]
+            )
+    missing = await twice.both(path, {"Authorization": f"DPoP {bound}"})
+    assert missing[0] == missing[1]
+    assert b'"code":"invalid_dpop_proof"' in missing[0]["body"]
+
+
+async def test_a_key_provider_down_and_a_real_rate_limit_are_the_handlers_answers(
+    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twice = Twice(local, monkeypatch)
+    ((_, bound),) = home.tokens.items()
+    vault = local.runtime.vault
+    assert vault is not None
+
+    async def down(items: Sequence[UnwrapRequest]) -> list[bytes]:
+        raise KeyProviderUnavailable("down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(vault.cache, "ttl_ms", 0)
+        patch.setattr(local.runtime.keys, "unwrap", down)
+        fast, slow = await twice.both("/v1/data/income_certificate", bearer(bound))
+    assert fast == slow
+    assert fast["status"] == 503
+    assert ("retry-after", "2") in fast["headers"]
+    assert not fast["audit_seq"] and fast["appended"] == []  # nothing recorded
+
+    limiter = local.runtime.rate_limiter
+    assert limiter is not None
+    with monkeypatch.context() as patch:
+        patch.setattr(limiter, "clock", ManualClock(1_780_000_010_000))  # 10 s left
+        patch.setattr(limiter, "per_minute", 1)
+        first = await local.http.get("/v1/data/income_certificate", headers=bearer(bound))
+        assert first.status_code == 200  # the window's one allowed read
+        fast, slow = await twice.both("/v1/data/income_certificate", bearer(bound))
+    assert fast == slow
+    assert fast["status"] == 429
+    assert ("retry-after", "10") in fast["headers"]
+    assert fast["appended"][0]["reason_code"] == "rate_limited"
+    rows = await local.database.fetch(
+        "SELECT count FROM rate_buckets WHERE client_id = 'kbank' AND scope = 'read'"
+        " AND window_start = 1779999960000"
+    )
+    assert [int(r["count"]) for r in rows] == [3]  # the refusals counted too
+
+
+def test_a_layer_the_fast_path_would_skip_stops_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from litestar.handlers import HTTPRouteHandler  # noqa: PLC0415
+
+    def guard(*_: Any) -> None:
+        return None
+
+    create_app(local_settings(tmp_path))  # as shipped: starts
+    monkeypatch.setattr(HTTPRouteHandler, "resolve_guards", lambda self: [guard])
+    with pytest.raises(RuntimeError, match="skips guards"):
+        create_app(local_settings(tmp_path))

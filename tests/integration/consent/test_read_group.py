@@ -16,11 +16,12 @@ import pytest
 
 from api.auth import RateLimited
 from api.runtime import Runtime
+from audit.log import AuditLog, SharedScope, shared_scope
 from consent.reads import DataReader, ReadResult
 from consent.repository import LockedConsents
 from tests.helpers.runtime import local_settings
 from vault.clock import ManualClock
-from vault.errors import OncevaultError, StorageError
+from vault.errors import ConnectionLostBeforeCommit, OncevaultError, StorageError
 from vault.models import Subject
 from vault.service import Actor
 from vault.storage import Database
@@ -98,6 +99,13 @@ def codes(results: Sequence[Any]) -> list[str]:
 async def entries(database: Database, after: int) -> list[dict[str, Any]]:
     rows = await database.fetch("SELECT seq, leaf FROM audit_entries WHERE seq >= $1", after)
     return [json.loads(bytes(r["leaf"])) for r in sorted(rows, key=lambda r: int(r["seq"]))]
+
+
+async def bucket(database: Database) -> int:
+    rows = await database.fetch(
+        "SELECT count FROM rate_buckets WHERE client_id = 'kbank' AND scope = 'read'"
+    )
+    return sum(int(r["count"]) for r in rows)
 
 
 async def consent_row(database: Database, consent_id: str) -> tuple[int, str]:
@@ -307,3 +315,164 @@ async def test_two_workers_batching_reads_of_one_consent_never_overcount(
     assert sorted(codes(first + second)).count("ok") == 6
     assert set(codes(first + second)) == {"ok", "consent_exhausted"}
     assert await consent_row(database, consent_id) == (8, "exhausted")
+
+
+async def test_a_unit_raising_after_a_run_leaves_every_count_exact(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = runtime.rate_limiter
+    assert limiter is not None
+    monkeypatch.setattr(limiter, "per_minute", 100)
+    consent_id = await citizen_with_consent(runtime, 40, max_fetches=10)
+    await warm(runtime, [consent_id])
+    hits = await bucket(database)
+    seen: list[object] = []
+
+    async def boom() -> tuple[None, list[Any]]:
+        seen.append(shared_scope())  # not a read: no shared scope
+        raise RuntimeError("boom")
+
+    async def raising() -> str:
+        with pytest.raises(RuntimeError):
+            await runtime.audit.run(boom)
+        return "raised"
+
+    gate = limited(runtime)
+    results = await asyncio.gather(
+        read(runtime, consent_id, gate),
+        read(runtime, consent_id, gate),
+        read(runtime, consent_id, gate),
+        raising(),
+    )
+    assert codes(results[:3]) == ["ok"] * 3 and results[3] == "raised"
+    assert seen and all(scope is None for scope in seen)
+    assert await consent_row(database, consent_id) == (4, "active")
+    assert await bucket(database) == hits + 3
+
+
+async def test_a_lost_connection_reruns_the_run_and_counts_once(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = runtime.rate_limiter
+    assert limiter is not None
+    monkeypatch.setattr(limiter, "per_minute", 100)
+    consent_id = await citizen_with_consent(runtime, 41, max_fetches=10)
+    await warm(runtime, [consent_id])
+    hits = await bucket(database)
+    append = AuditLog.append
+    lost: list[int] = []
+
+    async def losing(self: AuditLog, drafts: Any, **kw: Any) -> Any:
+        if not lost and any(d.action == "data.read" for d in drafts):
+            lost.append(1)
+            raise ConnectionLostBeforeCommit("lost")
+        return await append(self, drafts, **kw)
+
+    monkeypatch.setattr(AuditLog, "append", losing)
+    results = await together(runtime, [consent_id] * 4, gate=limited(runtime))
+    assert lost == [1]
+    assert codes(results) == ["ok"] * 4
+    assert await consent_row(database, consent_id) == (5, "active")
+    assert await bucket(database) == hits + 4
+
+
+async def test_cold_and_warm_reads_in_one_batch_count_exactly(
+    runtime: Runtime, database: Database
+) -> None:
+    warm_id = await citizen_with_consent(runtime, 42, max_fetches=3)
+    cold_id = await citizen_with_consent(runtime, 43, max_fetches=3)
+    await warm(runtime, [warm_id])  # the other's key is not in memory yet
+    results = await together(runtime, [warm_id, cold_id, warm_id, cold_id, cold_id, cold_id])
+    assert codes(results).count("ok") == 2 + 3
+    assert await consent_row(database, warm_id) == (3, "exhausted")
+    assert await consent_row(database, cold_id) == (3, "exhausted")
+
+
+async def in_queue_order(runtime: Runtime, *calls: Callable[[], Any]) -> list[Any]:
+    """Run ``calls`` with their units queued in this order, in one batch: a unit that
+    waits holds the log until every call has queued its own."""
+    release = asyncio.Event()
+
+    async def hold() -> tuple[None, list[Any]]:
+        await release.wait()
+        return None, []
+
+    holder = asyncio.create_task(runtime.audit.run(hold))
+    await asyncio.sleep(0.01)
+    tasks = []
+    for index, call in enumerate(calls):
+        tasks.append(asyncio.create_task(call()))
+        for _ in range(2000):
+            if len(runtime.audit._queue) > index:
+                break
+            await asyncio.sleep(0.001)
+        else:
+            raise AssertionError("the unit did not queue")
+    release.set()
+    await holder
+    return list(await asyncio.gather(*tasks))
+
+
+async def test_a_write_between_reads_of_one_batch_is_seen_by_the_later_read(
+    runtime: Runtime, database: Database
+) -> None:
+    consent_id = await citizen_with_consent(runtime, 44)
+    await warm(runtime, [consent_id])
+    row = await database.fetchrow(
+        "SELECT citizen_id FROM consents WHERE consent_id = $1", consent_id
+    )
+    assert row is not None and runtime.vault is not None
+    vault = runtime.vault
+
+    async def put() -> str:
+        await vault.put(
+            citizen_id=str(row["citizen_id"]),
+            record_type=TYPE,
+            data={"year": 2026, "total_income": 7, "employer": "E", "tax_paid": 1},
+            source="nts",
+            actor=ISSUER,
+            client_id="nts",
+        )
+        return "put"
+
+    batches = runtime.audit.batches
+    before, _, after = await in_queue_order(
+        runtime, lambda: read(runtime, consent_id), put, lambda: read(runtime, consent_id)
+    )
+    assert runtime.audit.batches == batches + 2  # the holder's batch, then the three
+    assert isinstance(before, ReadResult) and isinstance(after, ReadResult)
+    assert before.items[0].data["year"] == 2025
+    assert after.items[0].data["year"] == 2026
+
+
+async def test_the_shared_scope_is_the_runs_own(runtime: Runtime) -> None:
+    """Only the batch's task sees a run's scope, and only until its writes are done: a
+    task a unit starts, or a unit of another kind, counts on its own."""
+    seen: dict[str, object] = {}
+
+    class Group:
+        async def load(self, scope: SharedScope, keys: Sequence[Any]) -> None:
+            seen["keys"] = list(keys)
+
+    group = Group()
+
+    async def child_view() -> SharedScope | None:
+        return shared_scope()
+
+    async def work() -> tuple[SharedScope | None, list[Any]]:
+        seen["child"] = await asyncio.create_task(child_view())
+        return shared_scope(), []
+
+    async def write() -> None:
+        return None
+
+    first, second = await asyncio.gather(
+        runtime.audit.run(work, group=group, key="a"), runtime.audit.run(work, group=group, key="b")
+    )
+    assert seen["keys"] == ["a", "b"]
+    scope = first[0]
+    assert isinstance(scope, SharedScope) and second[0] is scope
+    assert seen["child"] is None  # a task started inside a unit does not see it
+    assert not scope.open
+    with pytest.raises(RuntimeError):
+        scope.defer(write)

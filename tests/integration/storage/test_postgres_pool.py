@@ -44,3 +44,20 @@ async def test_a_transaction_left_open_is_rolled_back_at_release(postgres: Datab
     async with pool.acquire() as again:
         assert again.get_server_pid() == backend  # the same connection, given back clean
         assert not again.is_in_transaction()
+
+
+async def test_a_failed_statement_in_a_transaction_leaves_a_usable_connection(
+    postgres: Database,
+) -> None:
+    with pytest.raises(Exception, match="division by zero"):
+        async with postgres.transaction():
+            await postgres.fetch("SELECT 1 / 0")
+    pool = postgres.engine.pool
+    assert pool is not None
+    async with pool.acquire() as connection:
+        await connection.execute("BEGIN")
+        with pytest.raises(Exception, match="division by zero"):
+            await connection.fetch("SELECT 1 / 0")  # the transaction is now aborted
+    assert await postgres.fetch("SELECT 2 AS two") == [{"two": 2}]
+    async with pool.acquire() as again:
+        assert not again.is_in_transaction()
