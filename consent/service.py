@@ -10,6 +10,7 @@ sequenced after a revocation is ever served.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -65,7 +66,10 @@ _ACTION_BY_STATUS: dict[Status, str] = {
 _RECEIPTED = frozenset({Status.ACTIVE, Status.REJECTED, Status.REVOKED, Status.EXPIRED})
 
 
+@functools.lru_cache(maxsize=4096)
 def iso(ms: int | None) -> str | None:
+    """RFC 3339 UTC with milliseconds; remembered, since reads format the same record
+    times again and again."""
     if ms is None:
         return None
     return (
