@@ -18,8 +18,8 @@ and the hot path (keys cached) costs no statement outside it.
 
 Reads that meet in a batch share their statements (:class:`ReadGroup`, an
 :class:`audit.log.UnitGroup`): one statement locks and loads every consent of the run,
-one loads the latest record and DEK row of each of their citizens, the fetch counts
-and the rate-limit counters are written once before the append. Each unit still runs
+one loads the latest record and DEK row of the types its consents name, the fetch
+counts and the rate-limit counters are written once before the append. Each unit still runs
 the same decision code against those rows; a batch that runs with savepoints (after a
 unit raised) runs them one by one against the database.
 """
