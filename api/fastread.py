@@ -36,10 +36,10 @@ from litestar.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 
 from api.auth import client_principal
 from api.errors import internal_error_handler
-from api.routes.consumers import answer_read
+from api.routes.consumers import TYPE_MAX_LENGTH, TYPE_PATTERN, answer_read
 
 #: The read_one route's ``record_type`` constraint (api/routes/consumers.py ``TYPE``).
-_TYPE = re.compile(r"[a-z0-9_]{1,64}")
+_TYPE = re.compile(TYPE_PATTERN)
 _JSON = (b"content-type", b"application/json")
 
 
@@ -60,14 +60,18 @@ class ConsentedReads:
         types: list[str] | None = None
         if kind == "one":
             record_type = scope["path_params"].get("record_type")
-            if not isinstance(record_type, str) or _TYPE.fullmatch(record_type) is None:
+            if (
+                not isinstance(record_type, str)
+                or len(record_type) > TYPE_MAX_LENGTH
+                or _TYPE.fullmatch(record_type) is None
+            ):
                 await self.app(scope, receive, send)  # Litestar validates it
                 return
             types = [record_type]
-        await answer(Request(scope, receive, send), types, send)
+        await answer(Request(scope, receive, send), types)
 
 
-async def answer(request: Request[Any, Any, Any], types: list[str] | None, send: Send) -> None:
+async def answer(request: Request[Any, Any, Any], types: list[str] | None) -> None:
     """Verify, read, and send the answer (or the problem the exception handlers make)."""
     route_handler = request.scope["route_handler"]
     assert isinstance(route_handler, HTTPRouteHandler)
@@ -78,7 +82,7 @@ async def answer(request: Request[Any, Any, Any], types: list[str] | None, send:
     except Exception as exc:  # noqa: BLE001 - handled as Litestar's exception layer would
         await _problem(request, _handler_for(route_handler, exc)(request, exc))
         return
-    await send(
+    await request.send(
         {
             "type": "http.response.start",
             "status": 200,
@@ -89,7 +93,7 @@ async def answer(request: Request[Any, Any, Any], types: list[str] | None, send:
             ],
         }
     )
-    await send({"type": "http.response.body", "body": content, "more_body": False})
+    await request.send({"type": "http.response.body", "body": content, "more_body": False})
 
 
 def _handler_for(route_handler: HTTPRouteHandler, exc: Exception) -> ExceptionHandler[Any]:

@@ -32,7 +32,7 @@ import asyncio
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
@@ -120,7 +120,7 @@ class _Unit(Generic[T]):
     work: Work[T]
     future: asyncio.Future[tuple[T, list[StoredEntry]]]
     group: UnitGroup | None = None
-    key: Any = field(default=None)
+    key: Any = None
 
 
 class AuditLog:
@@ -316,20 +316,14 @@ class AuditLog:
         scope = SharedScope()
         token = _SCOPE.set(scope)
         try:
-            try:
-                await group.load(scope, [unit.key for unit in batch[start:end]])
-            except ConnectionLostBeforeCommit:
-                raise
-            except Exception as exc:  # as a unit that raised: the units run alone next
-                raise _UnitRaised(exc) from exc
+            await group.load(scope, [unit.key for unit in batch[start:end]])
             for index in range(start, end):
                 await self._run_unit(index, batch[index], outcomes, savepoints=False)
-            try:
-                await scope.flush()
-            except ConnectionLostBeforeCommit:
-                raise
-            except Exception as exc:
-                raise _UnitRaised(exc) from exc
+            await scope.flush()
+        except (ConnectionLostBeforeCommit, _UnitRaised):
+            raise
+        except Exception as exc:  # the group's load or write: as a unit that raised
+            raise _UnitRaised(exc) from exc
         finally:
             scope.open = False
             _SCOPE.reset(token)

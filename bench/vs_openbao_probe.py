@@ -96,9 +96,9 @@ def install() -> None:
         (consent.service.ConsentService, "lock_for_read", "unit: lock_for_read"),
         (consent.repository.ConsentRepository, "get", "unit: consent (from the run or a query)"),
         (
-            vault.repository.VaultRepository,
-            "latest_with_dek",
-            "unit: latest record + DEK query (outside a run)",
+            vault.service.VaultService,
+            "latest_sealed",
+            "records + DEK rows query (a run's load, or a unit outside a run)",
         ),
         (api.ratelimit.RateLimiter, "hit_here", "unit: rate-limit bump"),
         (consent.service.ConsentService, "count_fetch", "unit: count_fetch"),

@@ -104,7 +104,7 @@ class ReadGroup:
                 continue
             wanted.setdefault(consent.citizen_id, set()).update(t for t, _ in consent.items)
         types = {t for named in wanted.values() for t in named}
-        rows = await self.vault.repo.latest_with_deks(list(wanted), list(types))
+        rows = await self.vault.latest_sealed(list(wanted), list(types))
         types_of = {citizen: frozenset(named) for citizen, named in wanted.items()}
         scope.values[_Latest] = _Latest(
             types_of, {pair: row for pair, row in rows.items() if pair[1] in types_of[pair[0]]}
@@ -117,7 +117,8 @@ class ReadGroup:
         loaded = scope.values.get(_Latest) if scope is not None else None
         if isinstance(loaded, _Latest) and record_type in loaded.types_of.get(citizen_id, ()):
             return loaded.rows.get((citizen_id, record_type))
-        return await self.vault.repo.latest_with_dek(citizen_id, record_type)
+        found = await self.vault.latest_sealed([citizen_id], [record_type])
+        return found.get((citizen_id, record_type))
 
 
 class DataReader:

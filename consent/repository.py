@@ -20,7 +20,7 @@ from consent.models import (
     items_to_text,
 )
 from vault.errors import StorageError
-from vault.storage import IN_CHUNK, Database
+from vault.storage import IN_CHUNK, Database, marks
 
 _COLUMNS = (
     "consent_id, citizen_id, client_id, purpose, items, access, max_fetches, valid_days,"
@@ -116,6 +116,8 @@ class LockedConsents:
         await self._write(list(self._counted))
 
     async def _write(self, consent_ids: list[str]) -> None:
+        if not consent_ids:  # every count was written already, by a release
+            return
         rows: list[tuple[str, int, int, str, int]] = []
         for consent_id in consent_ids:
             consent = self.rows[consent_id]
@@ -162,12 +164,13 @@ _COUNT_WHERE = (
 )
 
 
-def _locked_here() -> LockedConsents | None:
+def _locked_holding(consent_id: str) -> LockedConsents | None:
+    """The current run's locked consents, when they hold ``consent_id``."""
     scope = shared_scope()
-    if scope is None:
-        return None
-    found = scope.values.get(LockedConsents)
-    return found if isinstance(found, LockedConsents) else None
+    found = scope.values.get(LockedConsents) if scope is not None else None
+    if isinstance(found, LockedConsents) and found.holds(consent_id):
+        return found
+    return None
 
 
 class ConsentRepository:
@@ -189,9 +192,9 @@ class ConsentRepository:
             found = []
             for start in range(0, len(wanted), IN_CHUNK):
                 chunk = wanted[start : start + IN_CHUNK]
-                marks = ", ".join(f"${i + 1}" for i in range(len(chunk)))
                 found += await self.db.fetch(
-                    f"SELECT {_COLUMNS} FROM consents WHERE consent_id IN ({marks})", *chunk
+                    f"SELECT {_COLUMNS} FROM consents WHERE consent_id IN ({marks(len(chunk))})",
+                    *chunk,
                 )
         for row in found:
             consent = _consent(row)
@@ -199,14 +202,14 @@ class ConsentRepository:
         return LockedConsents(self.db, rows)
 
     async def _release(self, consent_id: str) -> None:
-        locked = _locked_here()
-        if locked is not None and locked.holds(consent_id):
+        locked = _locked_holding(consent_id)
+        if locked is not None:
             await locked.release(consent_id)
 
     async def get(self, consent_id: str, *, lock: bool = False) -> Consent | None:
         """One consent; ``lock`` takes its row lock on PostgreSQL (SQLite holds the db lock)."""
-        locked = _locked_here()
-        if locked is not None and locked.holds(consent_id):
+        locked = _locked_holding(consent_id)
+        if locked is not None:
             return locked.rows[consent_id]
         suffix = " FOR UPDATE" if lock and self.db.dialect == "postgres" else ""
         row = await self.db.fetchrow(
@@ -277,8 +280,8 @@ class ConsentRepository:
         the lock could never exceed ``max_fetches``. In a run of reads the locked row
         is counted in memory and written before the append (:class:`LockedConsents`).
         """
-        locked = _locked_here()
-        if locked is not None and locked.holds(consent_id):
+        locked = _locked_holding(consent_id)
+        if locked is not None:
             return locked.count_fetch(consent_id, now)
         rows = await self.db.fetch(
             "UPDATE consents SET fetch_count = fetch_count + 1, updated_at = $1,"
@@ -489,9 +492,9 @@ class ClientRepository:
     async def names(self, client_ids: Sequence[str]) -> dict[str, str]:
         if not client_ids:
             return {}
-        marks = ", ".join(f"${i + 1}" for i in range(len(client_ids)))
         rows = await self.db.fetch(
-            f"SELECT client_id, name FROM clients WHERE client_id IN ({marks})", *client_ids
+            f"SELECT client_id, name FROM clients WHERE client_id IN ({marks(len(client_ids))})",
+            *client_ids,
         )
         return {str(r["client_id"]): str(r["name"]) for r in rows}
 
@@ -612,10 +615,9 @@ class EventRepository:
         out: dict[str, list[tuple[str, str, frozenset[str]]]] = {}
         for start in range(0, len(citizen_ids), IN_CHUNK):
             chunk = list(citizen_ids[start : start + IN_CHUNK])
-            marks = ", ".join(f"${i + 2}" for i in range(len(chunk)))
             rows = await self.db.fetch(
                 "SELECT consent_id, client_id, citizen_id, items FROM consents"
-                f" WHERE citizen_id IN ({marks}) AND status = 'active'"
+                f" WHERE citizen_id IN ({marks(len(chunk), first=2)}) AND status = 'active'"
                 " AND access = 'standing' AND valid_until > $1"
                 " ORDER BY consent_id",
                 now,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from vault.models import RecordMeta
-from vault.storage import IN_CHUNK, Database
+from vault.storage import IN_CHUNK, Database, marks
 
 T = TypeVar("T")
 
@@ -137,10 +137,6 @@ def _chunks(values: Sequence[T]) -> list[list[T]]:
     return [list(values[i : i + IN_CHUNK]) for i in range(0, len(values), IN_CHUNK)]
 
 
-def _marks(count: int) -> str:
-    return ", ".join(f"${i + 1}" for i in range(count))
-
-
 class VaultRepository:
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -182,7 +178,7 @@ class VaultRepository:
         for chunk in _chunks(blind_indexes):
             rows = await self.db.fetch(
                 "SELECT blind_index, citizen_id FROM citizen_index"
-                f" WHERE blind_index IN ({_marks(len(chunk))})",
+                f" WHERE blind_index IN ({marks(len(chunk))})",
                 *chunk,
             )
             out.update({_bytes(r["blind_index"]): str(r["citizen_id"]) for r in rows})
@@ -239,7 +235,7 @@ class VaultRepository:
         out: dict[tuple[str, str], DekRow] = {}
         for chunk in _chunks(citizen_ids):
             rows = await self.db.fetch(
-                f"SELECT * FROM deks WHERE citizen_id IN ({_marks(len(chunk))})", *chunk
+                f"SELECT * FROM deks WHERE citizen_id IN ({marks(len(chunk))})", *chunk
             )
             for row in rows:
                 dek = _dek(row)
@@ -252,7 +248,7 @@ class VaultRepository:
         out: set[str] = set()
         for chunk in _chunks(dek_ids):
             rows = await self.db.fetch(
-                f"SELECT dek_id FROM deks WHERE dek_id IN ({_marks(len(chunk))})", *chunk
+                f"SELECT dek_id FROM deks WHERE dek_id IN ({marks(len(chunk))})", *chunk
             )
             out.update(str(r["dek_id"]) for r in rows)
         return out
@@ -282,26 +278,12 @@ class VaultRepository:
         )
         return _record(row) if row else None
 
-    async def latest_with_dek(
-        self, citizen_id: str, record_type: str
-    ) -> tuple[RecordRow, DekRow] | None:
-        """The latest version and the DEK row it is sealed under, in one statement (the
-        consented read's unit)."""
-        row = await self.db.fetchrow(
-            f"{_LATEST_WITH_DEK} WHERE r.citizen_id = $1 AND r.record_type = $2"
-            " AND r.superseded_at IS NULL",
-            citizen_id,
-            record_type,
-        )
-        if row is None:
-            return None
-        return _record(row), _dek({**row, "created_at": row["dek_created_at"]})
-
     async def latest_with_deks(
         self, citizen_ids: Sequence[str], record_types: Sequence[str]
     ) -> dict[tuple[str, str], tuple[RecordRow, DekRow]]:
-        """:meth:`latest_with_dek` for these types of these citizens, keyed by (citizen,
-        type), in one statement (a run of reads; SQLite: one per ~500 citizens)."""
+        """The latest version of these types of these citizens with the DEK row each is
+        sealed under, keyed by (citizen, type): one statement (SQLite: one per ~500
+        citizens). The consented read's unit and its runs load records with this."""
         citizens, types = sorted(set(citizen_ids)), sorted(set(record_types))
         if not citizens or not types:
             return {}
@@ -317,9 +299,9 @@ class VaultRepository:
             step = max(1, IN_CHUNK - len(types))
             for start in range(0, len(citizens), step):
                 chunk = citizens[start : start + step]
-                type_marks = ", ".join(f"${len(chunk) + i + 1}" for i in range(len(types)))
+                type_marks = marks(len(types), first=len(chunk) + 1)
                 rows += await self.db.fetch(
-                    f"{_LATEST_WITH_DEK} WHERE r.citizen_id IN ({_marks(len(chunk))})"
+                    f"{_LATEST_WITH_DEK} WHERE r.citizen_id IN ({marks(len(chunk))})"
                     f" AND r.record_type IN ({type_marks}) AND r.superseded_at IS NULL",
                     *chunk,
                     *types,
@@ -365,7 +347,7 @@ class VaultRepository:
         for chunk in _chunks(citizen_ids):
             rows = await self.db.fetch(
                 f"SELECT {_RECORD_COLUMNS} FROM records"
-                f" WHERE citizen_id IN ({_marks(len(chunk))}) AND superseded_at IS NULL",
+                f" WHERE citizen_id IN ({marks(len(chunk))}) AND superseded_at IS NULL",
                 *chunk,
             )
             for row in rows:
@@ -379,7 +361,7 @@ class VaultRepository:
         for chunk in _chunks(citizen_ids):
             rows = await self.db.fetch(
                 "SELECT citizen_id, record_type, max(version) AS v FROM records"
-                f" WHERE citizen_id IN ({_marks(len(chunk))}) GROUP BY citizen_id, record_type",
+                f" WHERE citizen_id IN ({marks(len(chunk))}) GROUP BY citizen_id, record_type",
                 *chunk,
             )
             out.update({(str(r["citizen_id"]), str(r["record_type"])): int(r["v"]) for r in rows})
@@ -435,11 +417,12 @@ class VaultRepository:
     async def count_erasable(self, citizen_id: str, types: Sequence[str], at: int) -> int:
         if not types:
             return 0
-        marks = ", ".join(f"${i + 3}" for i in range(len(types)))
+        type_marks = marks(len(types), first=3)
         row = await self.db.fetchrow(
             "SELECT (SELECT count(*) FROM records WHERE citizen_id = $1 AND created_at <= $2"
-            f" AND record_type IN ({marks})) + (SELECT count(*) FROM deks WHERE citizen_id = $1"
-            f" AND created_at <= $2 AND record_type IN ({marks})) AS n",
+            f" AND record_type IN ({type_marks})) + (SELECT count(*) FROM deks"
+            f" WHERE citizen_id = $1 AND created_at <= $2 AND record_type IN ({type_marks}))"
+            " AS n",
             citizen_id,
             at,
             *types,
@@ -450,17 +433,17 @@ class VaultRepository:
         """Delete ciphertexts, digests and wrapped DEKs made at or before ``at``."""
         if not types:
             return 0
-        marks = ", ".join(f"${i + 3}" for i in range(len(types)))
+        type_marks = marks(len(types), first=3)
         records = await self.db.fetch(
             f"DELETE FROM records WHERE citizen_id = $1 AND created_at <= $2"
-            f" AND record_type IN ({marks}) RETURNING record_id",
+            f" AND record_type IN ({type_marks}) RETURNING record_id",
             citizen_id,
             at,
             *types,
         )
         deks = await self.db.fetch(
             f"DELETE FROM deks WHERE citizen_id = $1 AND created_at <= $2"
-            f" AND record_type IN ({marks}) RETURNING dek_id",
+            f" AND record_type IN ({type_marks}) RETURNING dek_id",
             citizen_id,
             at,
             *types,

@@ -250,6 +250,14 @@ class VaultService:
                     out.append(exc)
             return out
 
+    async def latest_sealed(
+        self, citizen_ids: Sequence[str], record_types: Sequence[str]
+    ) -> dict[tuple[str, str], tuple[RecordRow, DekRow]]:
+        """The latest version of these types of these citizens and the DEK row each is
+        sealed under, keyed by (citizen, type); nothing is unwrapped or decrypted, so a
+        unit may call it (the consented read)."""
+        return await self.repo.latest_with_deks(citizen_ids, record_types)
+
     def cached_dek(self, row: DekRow) -> bytes | None:
         """The unwrapped DEK of ``row`` when the cache holds it (no key-provider call:
         safe inside a unit)."""

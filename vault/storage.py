@@ -71,6 +71,12 @@ SQLITE_WRITER_CACHE_KIB = 32 * 1024
 #: PostgreSQL's 32,767 parameters per statement.
 IN_CHUNK = 500
 
+
+def marks(count: int, *, first: int = 1) -> str:
+    """``$first, $first+1, ...``: ``count`` numbered parameters for an ``IN (...)`` list."""
+    return ", ".join(f"${first + i}" for i in range(count))
+
+
 _DOLLAR_PARAM = re.compile(r"\$(\d+)")
 
 _CONNECTION_FAILURES: tuple[type[BaseException], ...] = (

@@ -25,7 +25,10 @@ CONSUMER = {"principal": Provide(require("consumer"))}
 #: inside their own unit (no extra COMMIT).
 READER = {"principal": Provide(require("consumer", in_unit=True))}
 ID = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-TYPE = Annotated[str, Parameter(max_length=64, pattern=r"^[a-z0-9_]+$")]
+#: A record type in a path: api/fastread.py checks the same before it answers.
+TYPE_PATTERN = r"^[a-z0-9_]+$"
+TYPE_MAX_LENGTH = 64
+TYPE = Annotated[str, Parameter(max_length=TYPE_MAX_LENGTH, pattern=TYPE_PATTERN)]
 
 
 @post(

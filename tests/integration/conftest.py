@@ -39,3 +39,21 @@ def vault(runtime: Runtime) -> VaultService:
 def consents(runtime: Runtime) -> ConsentService:
     assert runtime.consents is not None
     return runtime.consents
+
+
+@pytest.fixture
+async def second_runtime(
+    database: Database, runtime: Runtime, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[Runtime]:
+    """A second worker beside ``runtime``: its own database handle, audit log and
+    services on the same database, keys and clock."""
+    other = database.clone()
+    await other.start()
+    twin = await Runtime.open(
+        local_settings(tmp_path), database=other, clock=clock, load_keys=False
+    )
+    await twin.load_services()
+    try:
+        yield twin
+    finally:
+        await twin.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +11,6 @@ from api.runtime import Runtime
 from consent.errors import ConsentError, ConsentExhausted, ConsentRevoked
 from consent.service import ConsentService
 from tests.helpers.reads import consented_read
-from tests.helpers.runtime import local_settings
-from vault.clock import ManualClock
 from vault.service import Actor
 from vault.storage import Database
 
@@ -23,21 +19,10 @@ ITEMS = [{"type": "income_certificate", "fields": ["year"]}]
 
 
 @pytest.fixture
-async def second(
-    database: Database, runtime: Runtime, tmp_path: Path, clock: ManualClock
-) -> AsyncIterator[ConsentService]:
-    """A second worker: its own database handle, audit log and services."""
-    other = database.clone()
-    await other.start()
-    twin = await Runtime.open(
-        local_settings(tmp_path), database=other, clock=clock, load_keys=False
-    )
-    await twin.load_services()
-    assert twin.consents is not None
-    try:
-        yield twin.consents
-    finally:
-        await twin.close()
+def second(second_runtime: Runtime) -> ConsentService:
+    """A second worker's consent service (its own database handle and audit log)."""
+    assert second_runtime.consents is not None
+    return second_runtime.consents
 
 
 async def _approved(consents: ConsentService, access: str) -> str:

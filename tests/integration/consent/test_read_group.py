@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ from api.runtime import Runtime
 from audit.log import AuditLog, SharedScope, shared_scope
 from consent.reads import DataReader, ReadResult
 from consent.repository import LockedConsents
-from tests.helpers.runtime import local_settings
 from vault.clock import ManualClock
 from vault.errors import ConnectionLostBeforeCommit, OncevaultError, StorageError
 from vault.models import Subject
@@ -287,45 +285,37 @@ async def test_a_count_that_moved_under_the_lock_is_refused_not_overwritten(
     assert await consent_row(database, consent_id) == (5, "active")
 
 
-@pytest.fixture
-async def second_worker(
-    database: Database, tmp_path: Path, clock: ManualClock
-) -> AsyncIterator[Runtime]:
-    other = database.clone()
-    await other.start()
-    twin = await Runtime.open(
-        local_settings(tmp_path), database=other, clock=clock, load_keys=False
-    )
-    await twin.load_services()
-    try:
-        yield twin
-    finally:
-        await twin.close()
-
-
 async def test_two_workers_batching_reads_of_one_consent_never_overcount(
-    runtime: Runtime, second_worker: Runtime, database: Database
+    runtime: Runtime, second_runtime: Runtime, database: Database
 ) -> None:
     consent_id = await citizen_with_consent(runtime, 30, max_fetches=8)
     await warm(runtime, [consent_id])
-    await warm(second_worker, [consent_id])
+    await warm(second_runtime, [consent_id])
     first, second = await asyncio.gather(
-        together(runtime, [consent_id] * 10), together(second_worker, [consent_id] * 10)
+        together(runtime, [consent_id] * 10), together(second_runtime, [consent_id] * 10)
     )
     assert sorted(codes(first + second)).count("ok") == 6
     assert set(codes(first + second)) == {"ok", "consent_exhausted"}
     assert await consent_row(database, consent_id) == (8, "exhausted")
 
 
-async def test_a_unit_raising_after_a_run_leaves_every_count_exact(
-    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def warm_and_counted(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch, n: int
+) -> tuple[str, int]:
+    """A consent of citizen ``n`` (at most 10 fetches) read once, a rate limit that is
+    on but not reached; the consent and the read bucket's count."""
     limiter = runtime.rate_limiter
     assert limiter is not None
     monkeypatch.setattr(limiter, "per_minute", 100)
-    consent_id = await citizen_with_consent(runtime, 40, max_fetches=10)
+    consent_id = await citizen_with_consent(runtime, n, max_fetches=10)
     await warm(runtime, [consent_id])
-    hits = await bucket(database)
+    return consent_id, await bucket(database)
+
+
+async def test_a_unit_raising_after_a_run_leaves_every_count_exact(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consent_id, hits = await warm_and_counted(runtime, database, monkeypatch, 40)
     seen: list[object] = []
 
     async def boom() -> tuple[None, list[Any]]:
@@ -353,12 +343,7 @@ async def test_a_unit_raising_after_a_run_leaves_every_count_exact(
 async def test_a_lost_connection_reruns_the_run_and_counts_once(
     runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    limiter = runtime.rate_limiter
-    assert limiter is not None
-    monkeypatch.setattr(limiter, "per_minute", 100)
-    consent_id = await citizen_with_consent(runtime, 41, max_fetches=10)
-    await warm(runtime, [consent_id])
-    hits = await bucket(database)
+    consent_id, hits = await warm_and_counted(runtime, database, monkeypatch, 41)
     append = AuditLog.append
     lost: list[int] = []
 
@@ -476,3 +461,26 @@ async def test_the_shared_scope_is_the_runs_own(runtime: Runtime) -> None:
     assert not scope.open
     with pytest.raises(RuntimeError):
         scope.defer(write)
+
+
+async def test_a_count_written_early_by_an_expiry_leaves_nothing_to_write_at_the_end(
+    runtime: Runtime, database: Database, clock: ManualClock
+) -> None:
+    """The first read of a run counts; time passes the consent's end before the second
+    read of the same run, whose lazy expiry writes the pending count first. The run's
+    final write then has nothing left, and must not fail the batch."""
+    consent_id = await citizen_with_consent(runtime, 45, valid_days=1)
+    await warm(runtime, [consent_id])
+    moved: list[int] = []
+
+    async def late() -> OncevaultError | None:
+        if not moved:  # inside the first unit, after its decision and before its count
+            moved.append(1)
+            clock.advance(days=2)
+        return None
+
+    reruns = runtime.audit.savepoint_reruns
+    results = await together(runtime, [consent_id] * 2, gate=late)
+    assert codes(results) == ["ok", "consent_expired"]
+    assert runtime.audit.savepoint_reruns == reruns  # the run committed as it ran
+    assert await consent_row(database, consent_id) == (2, "expired")
