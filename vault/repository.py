@@ -46,6 +46,16 @@ class RecordRow:
 
 
 @dataclass(frozen=True)
+class RecordHead:
+    """Where a (citizen, type)'s next version starts: the latest version's number, id
+    and content digest, or (no latest: all superseded) the highest version stored."""
+
+    version: int
+    record_id: str | None
+    content_digest: bytes | None
+
+
+@dataclass(frozen=True)
 class WrappedRow:
     """Any row holding a KEK-wrapped secret, for rotation."""
 
@@ -93,7 +103,7 @@ _INSERT_DEK = (
 )
 
 
-def _dek_values(d: DekRow) -> tuple[object, ...]:
+def _dek_values(d: DekRow, created_at: int | None = None) -> tuple[object, ...]:
     return (
         d.dek_id,
         d.citizen_id,
@@ -102,7 +112,7 @@ def _dek_values(d: DekRow) -> tuple[object, ...]:
         d.wrapped,
         d.kek_version,
         d.generation,
-        d.created_at,
+        d.created_at if created_at is None else created_at,
     )
 
 
@@ -253,10 +263,11 @@ class VaultRepository:
             out.update(str(r["dek_id"]) for r in rows)
         return out
 
-    async def insert_deks(self, deks: Sequence[DekRow]) -> None:
-        """Insert each DEK unless (citizen, type, dek_version) exists (a concurrent
-        writer's: :meth:`existing_dek_ids` tells). Inside a transaction."""
-        await self.db.executemany(_INSERT_DEK, [_dek_values(d) for d in deks])
+    async def insert_deks(self, deks: Sequence[DekRow], *, created_at: int) -> None:
+        """Insert each DEK, stamped ``created_at``, unless (citizen, type, dek_version)
+        exists (a concurrent writer's: :meth:`existing_dek_ids` tells). Inside a
+        transaction."""
+        await self.db.executemany(_INSERT_DEK, [_dek_values(d, created_at) for d in deks])
 
     async def dek(self, dek_id: str) -> DekRow | None:
         row = await self.db.fetchrow("SELECT * FROM deks WHERE dek_id = $1", dek_id)
@@ -341,30 +352,27 @@ class VaultRepository:
         )
         return int(row["v"]) if row and row["v"] is not None else 0
 
-    async def latest_of(self, citizen_ids: Sequence[str]) -> dict[tuple[str, str], RecordRow]:
-        """(citizen, type) -> latest version, for every type of every citizen given."""
-        out: dict[tuple[str, str], RecordRow] = {}
+    async def heads_of(self, citizen_ids: Sequence[str]) -> dict[tuple[str, str], RecordHead]:
+        """(citizen, type) -> where its next version starts, for every type of every
+        citizen given: one statement a chunk, no ciphertext."""
+        out: dict[tuple[str, str], RecordHead] = {}
         for chunk in _chunks(citizen_ids):
             rows = await self.db.fetch(
-                f"SELECT {_RECORD_COLUMNS} FROM records"
-                f" WHERE citizen_id IN ({marks(len(chunk))}) AND superseded_at IS NULL",
+                "SELECT m.citizen_id, m.record_type, m.top, r.version, r.record_id,"
+                " r.content_digest FROM (SELECT citizen_id, record_type, max(version) AS top"
+                f" FROM records WHERE citizen_id IN ({marks(len(chunk))})"
+                " GROUP BY citizen_id, record_type) AS m"
+                " LEFT JOIN records AS r ON r.citizen_id = m.citizen_id"
+                " AND r.record_type = m.record_type AND r.superseded_at IS NULL",
                 *chunk,
             )
             for row in rows:
-                record = _record(row)
-                out[(record.meta.citizen_id, record.meta.record_type)] = record
-        return out
-
-    async def max_versions(self, citizen_ids: Sequence[str]) -> dict[tuple[str, str], int]:
-        """(citizen, type) -> highest version stored, superseded ones included."""
-        out: dict[tuple[str, str], int] = {}
-        for chunk in _chunks(citizen_ids):
-            rows = await self.db.fetch(
-                "SELECT citizen_id, record_type, max(version) AS v FROM records"
-                f" WHERE citizen_id IN ({marks(len(chunk))}) GROUP BY citizen_id, record_type",
-                *chunk,
-            )
-            out.update({(str(r["citizen_id"]), str(r["record_type"])): int(r["v"]) for r in rows})
+                live = row["record_id"] is not None
+                out[(str(row["citizen_id"]), str(row["record_type"]))] = RecordHead(
+                    version=int(row["version"] if live else row["top"]),
+                    record_id=str(row["record_id"]) if live else None,
+                    content_digest=_bytes(row["content_digest"]) if live else None,
+                )
         return out
 
     async def supersede_many(self, record_ids: Sequence[str], now: int) -> None:

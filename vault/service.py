@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
@@ -33,7 +33,7 @@ from vault.models import (
     Subject,
     new_id,
 )
-from vault.repository import DekRow, RecordRow, VaultRepository, WrappedRow
+from vault.repository import DekRow, RecordHead, RecordRow, VaultRepository, WrappedRow
 from vault.storage import Database
 
 log = structlog.get_logger(__name__)
@@ -127,37 +127,56 @@ def _sealed_payload(data: Mapping[str, Any], attestation: Any) -> bytes:
     ).encode("utf-8")
 
 
-def _new_version(
-    *,
-    dek_row: DekRow,
+@dataclass(frozen=True)
+class _Sealed:
+    """A version's ciphertext, bound to its row: AAD (citizen, type, version, a new
+    record id)."""
+
+    version: int
+    record_id: str
+    ciphertext: bytes
+
+
+def _seal_version(
     dek: bytes,
+    citizen_id: str,
     record_type: str,
     version: int,
+    *,
     data: Mapping[str, Any],
     attestation: Any,
-    source: str,
-    digest: bytes,
-    now: int,
-) -> RecordRow:
-    """Version ``version`` sealed under ``dek``, bound to its row (AAD: citizen, type,
-    version, a new record id)."""
+) -> _Sealed:
     record_id = new_id("rec")
-    citizen_id = dek_row.citizen_id
-    sealed = crypto.seal(
+    ciphertext = crypto.seal(
         dek,
         _sealed_payload(data, attestation),
         crypto.record_aad(citizen_id, record_type, version, record_id),
     )
+    return _Sealed(version, record_id, ciphertext)
+
+
+def _version_row(
+    *,
+    dek_row: DekRow,
+    record_type: str,
+    sealed: _Sealed,
+    source: str,
+    attested: bool,
+    digest: bytes,
+    now: int,
+) -> RecordRow:
     meta = RecordMeta(
-        record_id=record_id,
-        citizen_id=citizen_id,
+        record_id=sealed.record_id,
+        citizen_id=dek_row.citizen_id,
         record_type=record_type,
-        version=version,
+        version=sealed.version,
         source=source,
-        attested=attestation is not None,
+        attested=attested,
         created_at=now,
     )
-    return RecordRow(meta=meta, dek_id=dek_row.dek_id, ciphertext=sealed, content_digest=digest)
+    return RecordRow(
+        meta=meta, dek_id=dek_row.dek_id, ciphertext=sealed.ciphertext, content_digest=digest
+    )
 
 
 @dataclass(frozen=True)
@@ -391,14 +410,14 @@ class VaultService:
                 else:
                     version = latest.meta.version + 1
                     await self.repo.supersede(latest.meta.record_id, now)
-                row = _new_version(
+                row = _version_row(
                     dek_row=dek_row,
-                    dek=dek,
                     record_type=record_type,
-                    version=version,
-                    data=data,
-                    attestation=attestation,
+                    sealed=_seal_version(
+                        dek, citizen_id, record_type, version, data=data, attestation=attestation
+                    ),
                     source=source,
+                    attested=attested,
                     digest=digest,
                     now=now,
                 )
@@ -435,6 +454,11 @@ class VaultService:
         whose DEK does not unwrap gets that :class:`DecryptionError` as its result;
         the others are stored. Times are read inside the unit (an erasure shreds by
         ``created_at``).
+
+        The unit holds the database's write lock, so the work that needs no lock is done
+        before it: content digests, and each record sealed at the version it gets if no
+        other writer comes first. The unit decides every version again from the rows
+        it reads and seals again only a record whose version moved.
         """
         if not requests:
             return []
@@ -451,7 +475,8 @@ class VaultService:
                 citizen_id = proposed[blind][0]
             citizen_of.append(citizen_id)
         # 2. DEKs, outside the unit: unwrap the ones not in memory, make the missing ones.
-        pairs = sorted({(c, r.record_type) for c, r in zip(citizen_of, requests, strict=True)})
+        pair_of = [(c, r.record_type) for c, r in zip(citizen_of, requests, strict=True)]
+        pairs = sorted(set(pair_of))
         current = await self.repo.current_deks(sorted(set(known.values())))
         keys: dict[tuple[str, str], tuple[DekRow, bytes]] = {}
         locked: list[DekRow] = []
@@ -478,7 +503,18 @@ class VaultService:
             keys[(row.citizen_id, row.record_type)] = (row, dek)
         # Content digests, one HKDF per DEK.
         digest_keys = {pair: crypto.digest_key(dek) for pair, (_, dek) in keys.items()}
-        canonicals = [canonical(r.data) for r in requests]
+        digests = [
+            crypto.keyed_content_digest(digest_keys[pair], canonical(request.data))
+            if pair in keys
+            else b""
+            for pair, request in zip(pair_of, requests, strict=True)
+        ]
+        # 3. Sealed before the unit too, at the version each record gets if no other
+        #    writer comes first (heads read now): the unit, which holds the database's
+        #    write lock, seals again only a record whose version has moved.
+        ahead = self._seal_ahead(
+            requests, pair_of, keys, digests, await self.repo.heads_of(sorted(set(known.values())))
+        )
 
         async def work() -> tuple[
             tuple[list[PutResult | OncevaultError | None], set[str]], list[EntryDraft]
@@ -491,32 +527,23 @@ class VaultService:
                 winners = await self.repo.create_citizens(proposed, now)
                 lost |= {c for blind, (c, _) in proposed.items() if winners.get(blind) != c}
             await self.repo.insert_deks(
-                [replace(d, created_at=now) for d in new_deks if d.citizen_id not in lost]
+                [d for d in new_deks if d.citizen_id not in lost], created_at=now
             )
             present = await self.repo.existing_dek_ids([row.dek_id for row, _ in keys.values()])
             stored_citizens = sorted({c for c in citizen_of if c not in lost})
             existing = sorted(set(stored_citizens) & set(known.values()))
-            latest = await self.repo.latest_of(existing)
-            highest = await self.repo.max_versions(existing)
             # (citizen, type) -> (version, digest, record id, pending insert index or None)
-            heads: dict[tuple[str, str], tuple[int, bytes | None, str | None, int | None]] = {}
-            for pair, record in latest.items():
-                heads[pair] = (
-                    record.meta.version,
-                    record.content_digest,
-                    record.meta.record_id,
-                    None,
-                )
-            for pair, version in highest.items():
-                heads.setdefault(pair, (version, None, None, None))
+            heads: dict[tuple[str, str], tuple[int, bytes | None, str | None, int | None]] = {
+                pair: (head.version, head.content_digest, head.record_id, None)
+                for pair, head in (await self.repo.heads_of(existing)).items()
+            }
             results: list[PutResult | OncevaultError | None] = []
             drafts: list[EntryDraft] = []
             inserts: list[tuple[RecordRow, int | None]] = []
             superseded: list[str] = []
             announced: list[StoredVersion] = []
             for index, request in enumerate(requests):
-                citizen_id, record_type = citizen_of[index], request.record_type
-                pair = (citizen_id, record_type)
+                citizen_id, record_type = pair = pair_of[index]
                 if pair in failed:
                     results.append(failed[pair])
                     continue
@@ -524,7 +551,7 @@ class VaultService:
                 if citizen_id in lost or dek_row.dek_id not in present:
                     results.append(None)
                     continue
-                digest = crypto.keyed_content_digest(digest_keys[pair], canonicals[index])
+                digest = digests[index]
                 attested = request.attestation is not None
                 action = "record.attested" if attested else "record.put"
                 version, head_digest, head_id, pending = heads.get(pair, (0, None, None, None))
@@ -543,21 +570,28 @@ class VaultService:
                 elif head_id is not None:
                     superseded.append(head_id)
                 version += 1
-                row = _new_version(
+                sealed = ahead[index]
+                if sealed is None or sealed.version != version:
+                    sealed = _seal_version(
+                        dek,
+                        citizen_id,
+                        record_type,
+                        version,
+                        data=request.data,
+                        attestation=request.attestation,
+                    )
+                row = _version_row(
                     dek_row=dek_row,
-                    dek=dek,
                     record_type=record_type,
-                    version=version,
-                    data=request.data,
-                    attestation=request.attestation,
+                    sealed=sealed,
                     source=request.source,
+                    attested=attested,
                     digest=digest,
                     now=now,
                 )
-                record_id = row.meta.record_id
-                heads[pair] = (version, digest, record_id, len(inserts))
+                heads[pair] = (version, digest, sealed.record_id, len(inserts))
                 inserts.append((row, None))
-                results.append(PutResult(record_id, citizen_id, record_type, version, True))
+                results.append(PutResult(sealed.record_id, citizen_id, record_type, version, True))
                 drafts.append(
                     self._entry(actor, action, citizen_id, record_type, version, client_id)
                 )
@@ -575,6 +609,38 @@ class VaultService:
                     row.dek_id, row.generation, keys[(row.citizen_id, row.record_type)][1]
                 )
         return results
+
+    @staticmethod
+    def _seal_ahead(
+        requests: Sequence[PutRequest],
+        pair_of: Sequence[tuple[str, str]],
+        keys: Mapping[tuple[str, str], tuple[DekRow, bytes]],
+        digests: Sequence[bytes],
+        heads: Mapping[tuple[str, str], RecordHead],
+    ) -> list[_Sealed | None]:
+        """Each record of :meth:`put_many` sealed at the version it gets if ``heads``
+        still hold when its unit runs (None: no key, or the same content as the
+        latest version). The unit decides again and seals again where they moved."""
+        top = {
+            pair: (head.version, head.content_digest if head.record_id else None)
+            for pair, head in heads.items()
+        }
+        out: list[_Sealed | None] = []
+        for request, pair, digest in zip(requests, pair_of, digests, strict=True):
+            key = keys.get(pair)
+            version, head_digest = top.get(pair, (0, None))
+            if key is None or (
+                head_digest is not None and crypto.constant_time_equal(head_digest, digest)
+            ):
+                out.append(None)
+                continue
+            top[pair] = (version + 1, digest)
+            out.append(
+                _seal_version(
+                    key[1], *pair, version + 1, data=request.data, attestation=request.attestation
+                )
+            )
+        return out
 
     def _entry(  # noqa: PLR0917 - mirrors the entry's own field order
         self,

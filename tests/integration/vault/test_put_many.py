@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from api.runtime import Runtime
 from tests.conftest import ENGINES, runtime_on_its_own_loop
+from vault import service as service_module
 from vault.clock import ManualClock
 from vault.errors import DecryptionError
 from vault.models import PutResult, StoredVersion, Subject
@@ -314,3 +315,81 @@ async def test_a_dek_that_does_not_unwrap_fails_its_records_only(
     assert isinstance(results[1], DecryptionError)
     assert [(r.version, r.created) for r in (results[0], results[2])] == [(2, True), (2, True)]  # type: ignore[union-attr]
     assert (await runtime.audit.state()).size == size + 2
+
+
+async def test_records_are_sealed_once_before_the_unit(
+    vault: VaultService, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a concurrent writer, every record is sealed before the unit (which holds
+    the write lock) and not again inside it; the ciphertexts open at their versions."""
+    await one_by_one(vault, 12, [(0, "income_certificate", 0)])
+    sealed_in_unit: list[int] = []
+    seal = service_module._seal_version
+
+    def counting_seal(*args: Any, **kwargs: Any) -> Any:
+        if runtime.database.in_transaction():
+            sealed_in_unit.append(args[3])
+        return seal(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "_seal_version", counting_seal)
+    batch = [
+        (0, "income_certificate", 1),
+        (0, "income_certificate", 2),
+        (1, "income_certificate", 0),
+    ]
+    results = await vault.put_many([request(12, op) for op in batch], actor=ISSUER, client_id="nts")
+    assert [(r.version, r.created) for r in results if r] == [(2, True), (3, True), (1, True)]
+    assert sealed_in_unit == []
+    assert await latest(vault, 12) == {
+        (0, "income_certificate"): (3, CONTENTS[2]),
+        (1, "income_certificate"): (1, CONTENTS[0]),
+    }
+
+
+async def test_a_version_stored_meanwhile_is_sealed_again_at_its_new_version(
+    vault: VaultService, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer stores a version between the seal-ahead and the unit: the batch's
+    record becomes the next version after it, sealed again inside the unit (its AAD
+    names the version it is stored at, so it reads back); a record whose version did
+    not move keeps its ahead-sealed ciphertext."""
+    await one_by_one(vault, 13, [(0, "income_certificate", 0), (1, "income_certificate", 0)])
+    citizen = await vault.lookup(subject(13, 0))
+    assert citizen is not None
+    run = runtime.audit.run
+    sealed_in_unit: list[tuple[str, int]] = []
+    raced = False
+    seal = service_module._seal_version
+
+    def counting_seal(*args: Any, **kwargs: Any) -> Any:
+        if raced and runtime.database.in_transaction():
+            sealed_in_unit.append((args[1], args[3]))
+        return seal(*args, **kwargs)
+
+    async def run_after_another_writer(work: Any, **kwargs: Any) -> Any:
+        nonlocal raced
+        monkeypatch.setattr(runtime.audit, "run", run)
+        await vault.put(
+            citizen_id=citizen,
+            record_type="income_certificate",
+            data=CONTENTS[1],
+            source="nts",
+            actor=ISSUER,
+            client_id="nts",
+        )
+        raced = True
+        return await run(work, **kwargs)
+
+    monkeypatch.setattr(service_module, "_seal_version", counting_seal)
+    monkeypatch.setattr(runtime.audit, "run", run_after_another_writer)
+    results = await vault.put_many(
+        [request(13, (0, "income_certificate", 2)), request(13, (1, "income_certificate", 2))],
+        actor=ISSUER,
+        client_id="nts",
+    )
+    assert [(r.version, r.created) for r in results if r] == [(3, True), (2, True)]
+    assert sealed_in_unit == [(citizen, 3)]  # planned at 2, stored at 3
+    assert await latest(vault, 13) == {
+        (0, "income_certificate"): (3, CONTENTS[2]),
+        (1, "income_certificate"): (2, CONTENTS[2]),
+    }
