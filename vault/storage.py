@@ -41,12 +41,15 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import asyncpg
+import structlog
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 from piccolo.table import Table
 
 from vault.errors import ConnectionLostBeforeCommit, StorageError
+
+log = structlog.get_logger(__name__)
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -67,6 +70,10 @@ SQLITE_READER_TIMEOUT = 0.5
 #: +20 % to new citizens, +44 % new versions). The reader keeps the default: point
 #: reads stayed flat from 10^3 to 10^6 citizens without it.
 SQLITE_WRITER_CACHE_KIB = 32 * 1024
+#: An orderly stop waits this long for the PostgreSQL pool's connections to be
+#: released and closed, then terminates the rest (seconds): granian kills a worker
+#: that takes 10 s to stop.
+POOL_CLOSE_SECONDS = 5.0
 #: Ids per ``IN (...)`` list in set-based statements: far below SQLite's 32,766 and
 #: PostgreSQL's 32,767 parameters per statement.
 IN_CHUNK = 500
@@ -220,7 +227,7 @@ class Database:
     async def close(self) -> None:
         """Close the pool and connections; safe to call twice."""
         if isinstance(self.engine, PostgresEngine) and self._started:
-            await self.engine.close_connection_pool()
+            await self._close_pool(self.engine)
         async with self._writer_lock:  # never under a running transaction
             for connection in (self._reader, self._writer):
                 if connection is not None:
@@ -233,6 +240,21 @@ class Database:
                 os.close(self._lock_fd)
                 self._lock_fd = None
         self._started = False
+
+    @staticmethod
+    async def _close_pool(engine: PostgresEngine) -> None:
+        """Close the pool, bounded: a connection still held (a task that never released
+        it) or one whose server went silent is terminated after ``POOL_CLOSE_SECONDS``,
+        so a stop never hangs on the database."""
+        pool = engine.pool
+        if pool is None:
+            return
+        engine.pool = None
+        try:
+            await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_SECONDS)
+        except TimeoutError:
+            log.warning("db.pool_close_timeout", seconds=POOL_CLOSE_SECONDS)
+            pool.terminate()
 
     def _connect(
         self, *, timeout: float = SQLITE_BUSY_TIMEOUT, cache_kib: int | None = None

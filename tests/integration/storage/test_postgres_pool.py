@@ -4,8 +4,15 @@ a connection with a transaction open."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import os
+import time
 
+import asyncpg
+import pytest
+import structlog
+
+from vault import storage
 from vault.storage import Database
 
 
@@ -20,6 +27,21 @@ async def pooled_backend(database: Database) -> int:
     row = await database.fetchrow("SELECT pg_backend_pid() AS pid")
     assert row is not None
     return int(row["pid"])
+
+
+async def backend_alive(pid: int) -> bool:
+    """Whether the server still runs backend ``pid`` (after up to a second)."""
+    dsn = os.environ["ONCEVAULT_TEST_POSTGRES_DSN"]
+    connection = await asyncpg.connect(dsn)
+    try:
+        for _ in range(20):
+            row = await connection.fetchrow("SELECT 1 FROM pg_stat_activity WHERE pid = $1", pid)
+            if row is None:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+    finally:
+        await connection.close()
 
 
 async def test_release_sends_no_reset_query(postgres: Database) -> None:
@@ -61,3 +83,36 @@ async def test_a_failed_statement_in_a_transaction_leaves_a_usable_connection(
     assert await postgres.fetch("SELECT 2 AS two") == [{"two": 2}]
     async with pool.acquire() as again:
         assert not again.is_in_transaction()
+
+
+async def test_closing_never_waits_longer_than_its_bound_for_a_held_connection(
+    postgres: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that is never given back (a stuck task) would make asyncpg's
+    ``Pool.close`` wait forever and granian kill the worker: the close is bounded, then
+    terminates the pool, and a second close is a no-op."""
+    monkeypatch.setattr(storage, "POOL_CLOSE_SECONDS", 0.3)
+    pool = postgres.engine.pool
+    assert pool is not None
+    held = await pool.acquire()
+    backend = held.get_server_pid()
+    began = time.monotonic()
+    with structlog.testing.capture_logs() as logs:
+        await postgres.close()
+    assert time.monotonic() - began < 3
+    assert pool._closed  # terminated, not left closing
+    assert not await backend_alive(backend)
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["db.pool_close_timeout"]
+    await postgres.close()
+
+
+async def test_closing_a_pool_with_every_connection_back_is_orderly(
+    postgres: Database,
+) -> None:
+    pool = postgres.engine.pool
+    assert pool is not None
+    await pooled_backend(postgres)
+    with structlog.testing.capture_logs() as logs:
+        await postgres.close()
+    assert pool._closed
+    assert logs == []
