@@ -14,12 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 ActorType = Literal["citizen", "client", "operator", "system"]
 Outcome = Literal["ok", "denied", "error"]
 
 ACTOR_TYPES: frozenset[str] = frozenset({"citizen", "client", "operator", "system"})
 OUTCOMES: frozenset[str] = frozenset({"ok", "denied", "error"})
 
+_LEAF_ENCODER = msgspec.json.Encoder(order="sorted")
 _TOKEN = re.compile(r"[A-Za-z0-9_.:-]{0,128}")
 MAX_INT = 2**53 - 1
 
@@ -189,9 +192,12 @@ def leaf_bytes(entry: Mapping[str, Any], *, validated: bool = False) -> bytes:
     """
     if not validated:
         validate_entry(entry)
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
-        "ascii"
-    )
+    # A valid entry holds only tokens ([A-Za-z0-9_.:-]), integers in 0..2^53-1, null,
+    # lists and objects: nothing to escape, no floats. On those msgspec's sorted
+    # compact encoding is byte for byte ``json.dumps(entry, sort_keys=True,
+    # separators=(",", ":"), ensure_ascii=True)``, ten times faster
+    # (tests/unit/audit/test_leaf_encoding.py).
+    return _LEAF_ENCODER.encode(entry)
 
 
 def parse_leaf(leaf: bytes) -> dict[str, Any]:

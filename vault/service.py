@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import rfc8785
 import structlog
 
@@ -37,6 +38,8 @@ from vault.repository import DekRow, RecordHead, RecordRow, VaultRepository, Wra
 from vault.storage import Database
 
 log = structlog.get_logger(__name__)
+
+_PAYLOAD_ENCODER = msgspec.json.Encoder(order="sorted")
 
 DEK_VERSION = 1
 ROTATION_PAGE = 500
@@ -118,13 +121,11 @@ def canonical(data: Mapping[str, Any]) -> bytes:
 
 
 def _sealed_payload(data: Mapping[str, Any], attestation: Any) -> bytes:
-    return json.dumps(
-        {"data": data, "attestation": attestation},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    ).encode("utf-8")
+    """The plaintext of a version: compact JSON with sorted keys. Not a digest input
+    (that is :func:`canonical`), so msgspec's float spelling (``1e308``) is as good as
+    the json module's (``1e+308``); ``data`` has passed the catalogue's validation
+    (finite numbers only) and ``attestation`` was decoded from JSON."""
+    return _PAYLOAD_ENCODER.encode({"data": data, "attestation": attestation})
 
 
 @dataclass(frozen=True)

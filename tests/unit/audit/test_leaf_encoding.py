@@ -1,0 +1,93 @@
+"""Leaf bytes are the contract's encoding, byte for byte.
+
+DESIGN section 7: a leaf is ``json.dumps(entry, sort_keys=True, separators=(",", ":"))``
+of the entry, ASCII. `audit.models.leaf_bytes` encodes with msgspec (sorted keys),
+which is only equal to that on valid entries (tokens, small non-negative integers,
+null, lists, objects): every valid entry Hypothesis finds must encode the same as the
+json module does, and every invalid one must be refused before it is encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from audit.models import (
+    ACTOR_TYPES,
+    MAX_INT,
+    OUTCOMES,
+    EntryDraft,
+    InvalidEntry,
+    Item,
+    leaf_bytes,
+)
+
+TOKEN_ALPHABET = string.ascii_letters + string.digits + "_.:-"
+tokens = st.text(TOKEN_ALPHABET, max_size=128)
+optional_tokens = st.none() | tokens
+versions = st.integers(0, MAX_INT)
+items = st.lists(
+    st.builds(Item, type=tokens, version=versions, fields=st.lists(tokens, max_size=4).map(tuple)),
+    max_size=4,
+).map(tuple)
+
+
+@st.composite
+def drafts(draw: st.DrawFn) -> EntryDraft:
+    action = draw(st.sampled_from(["data.read", "record.put", "consent.granted"]) | tokens)
+    return EntryDraft(
+        action=action,
+        actor_type=draw(st.sampled_from(sorted(ACTOR_TYPES))),
+        actor_id=draw(optional_tokens),
+        outcome=draw(st.sampled_from(sorted(OUTCOMES))),
+        citizen_id=draw(optional_tokens),
+        client_id=draw(optional_tokens),
+        consent_id=draw(optional_tokens),
+        purpose=draw(optional_tokens),
+        record_type=draw(optional_tokens),
+        record_version=draw(st.none() | versions),
+        items=draw(st.none() | items) if action == "data.read" else None,
+        reason_code=draw(optional_tokens),
+        request_id=draw(optional_tokens),
+    )
+
+
+def reference(entry: dict[str, Any]) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
+        "ascii"
+    )
+
+
+@given(draft=drafts(), seq=versions, ts=versions)
+def test_a_valid_entry_encodes_as_the_json_module_does(
+    draft: EntryDraft, seq: int, ts: int
+) -> None:
+    entry = draft.to_entry(seq=seq, ts=ts)
+    assert leaf_bytes(entry) == reference(entry)
+    assert leaf_bytes(entry, validated=True) == reference(entry)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("citizen_id", "é"),  # the json module would write \u00e9, msgspec the UTF-8 bytes
+        ("purpose", 'a"b'),
+        ("request_id", "a\\b"),
+        ("client_id", "line\n"),
+        ("record_version", 2**53),
+        ("record_version", 1.5),
+        ("seq", -1),
+    ],
+)
+def test_a_value_that_would_encode_differently_is_refused(field: str, value: object) -> None:
+    entry = EntryDraft(action="record.put", actor_type="client", actor_id="nts").to_entry(
+        seq=0, ts=0
+    )
+    entry[field] = value
+    with pytest.raises(InvalidEntry):
+        leaf_bytes(entry)
