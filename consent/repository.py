@@ -528,9 +528,22 @@ class ClientRepository:
         return bool(rows)
 
 
+#: Seconds between two sweeps of expired single-use identifiers by one process.
+REPLAY_SWEEP_SECONDS = 10
+
+
 class ReplayRepository:
+    """Single-use identifiers (DPoP proofs' and client assertions' ``jti``).
+
+    Expired rows are swept at most every ``REPLAY_SWEEP_SECONDS`` per process, not at
+    every use: sweeping is only garbage collection (a proof or assertion past its
+    lifetime is refused by its own time checks before its use is recorded), and a
+    sweep per use was one more statement in every DPoP read.
+    """
+
     def __init__(self, database: Database) -> None:
         self.db = database
+        self._next_sweep = 0
 
     async def use_once(self, scope: str, jti: str, expires_at: int, now: int) -> bool:
         """Record a single-use identifier; False when it was seen before (a replay)."""
@@ -539,7 +552,9 @@ class ReplayRepository:
 
     async def use_once_here(self, scope: str, jti: str, expires_at: int, now: int) -> bool:
         """:meth:`use_once` inside the caller's transaction (a group-committed unit)."""
-        await self.db.execute("DELETE FROM replay_guard WHERE expires_at < $1", now - 60)
+        if now >= self._next_sweep:
+            await self.db.execute("DELETE FROM replay_guard WHERE expires_at < $1", now - 60)
+            self._next_sweep = now + REPLAY_SWEEP_SECONDS
         rows = await self.db.fetch(
             "INSERT INTO replay_guard (scope, jti, expires_at) VALUES ($1, $2, $3)"
             " ON CONFLICT (scope, jti) DO NOTHING RETURNING jti",

@@ -249,7 +249,11 @@ def ledger_violations(
 
 
 def read_ledger(kek_dir: Path) -> list[dict[str, Any]]:
-    """The local erasure ledger (complete lines only, as the product reads it)."""
+    """The local erasure ledger (complete lines only, as the product reads it).
+
+    Deliberately not ``LocalLedger.erasures()``: the crash checks judge the product's
+    ledger, so they read the file with their own few lines rather than trust its reader.
+    """
     import json  # noqa: PLC0415 - only this helper parses the file
 
     path = kek_dir / "erasures.jsonl"
