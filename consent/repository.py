@@ -535,10 +535,12 @@ REPLAY_SWEEP_SECONDS = 10
 class ReplayRepository:
     """Single-use identifiers (DPoP proofs' and client assertions' ``jti``).
 
-    Expired rows are swept at most every ``REPLAY_SWEEP_SECONDS`` per process, not at
-    every use: sweeping is only garbage collection (a proof or assertion past its
-    lifetime is refused by its own time checks before its use is recorded), and a
-    sweep per use was one more statement in every DPoP read.
+    Times (``expires_at``, ``now``) are epoch milliseconds. A use is remembered until
+    ``expires_at``, which callers set past the last moment the identifier is accepted
+    (a DPoP proof's ``max(now, iat)`` + window + skew, an assertion's ``exp`` + skew);
+    after that its own time checks refuse it. So sweeping expired rows is only garbage
+    collection, and runs at most every ``REPLAY_SWEEP_SECONDS`` per process, not at
+    every use (a sweep per use was one more statement in every DPoP read).
     """
 
     def __init__(self, database: Database) -> None:
@@ -552,9 +554,9 @@ class ReplayRepository:
 
     async def use_once_here(self, scope: str, jti: str, expires_at: int, now: int) -> bool:
         """:meth:`use_once` inside the caller's transaction (a group-committed unit)."""
-        if now >= self._next_sweep:
+        if now >= self._next_sweep:  # times in ms
             await self.db.execute("DELETE FROM replay_guard WHERE expires_at < $1", now - 60)
-            self._next_sweep = now + REPLAY_SWEEP_SECONDS
+            self._next_sweep = now + REPLAY_SWEEP_SECONDS * 1000
         rows = await self.db.fetch(
             "INSERT INTO replay_guard (scope, jti, expires_at) VALUES ($1, $2, $3)"
             " ON CONFLICT (scope, jti) DO NOTHING RETURNING jti",

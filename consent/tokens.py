@@ -509,7 +509,11 @@ class TokenService:
         if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
             raise DPoPInvalid("proof jti missing")
         jkt = crypto.jwk_thumbprint(header["jwk"])
-        return jkt, ProofUse(f"dpop:{jkt}", jti, (now + DPOP_WINDOW + SKEW) * 1000, now * 1000)
+        # The use is remembered past the last second the proof is accepted: a proof
+        # dated ahead (iat up to now + DPOP_WINDOW) stays acceptable until
+        # iat + DPOP_WINDOW, so the row must outlive that, not now + DPOP_WINDOW.
+        expires = (max(now, iat) + DPOP_WINDOW + SKEW) * 1000
+        return jkt, ProofUse(f"dpop:{jkt}", jti, expires, now * 1000)
 
     # -- revocation (RFC 7009) --------------------------------------------------------------------
 

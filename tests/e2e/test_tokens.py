@@ -365,6 +365,34 @@ async def test_dpop(platform: Platform) -> None:
     )
 
 
+async def test_a_proof_dated_ahead_stays_single_use_while_it_is_accepted(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proof may be dated up to DPOP_WINDOW ahead (clock skew), and is then accepted
+    until iat + DPOP_WINDOW: its use must be remembered that long, through sweeps of
+    expired uses. Before the fix it was remembered until now + window + skew only, so
+    a sweep in between let the same proof through twice."""
+    tokens = platform.runtime.tokens
+    assert tokens is not None
+    bound = await platform.register(TestClient("aheadbank", dpop_required=True))
+    token_url = platform.issuer + "/oauth/token"
+    response = await platform.http.post(
+        "/oauth/token",
+        data=bound.token_form(platform.issuer),
+        headers={"DPoP": bound.dpop("POST", token_url)},
+    )
+    token = response.json()["access_token"]
+    url = platform.issuer + CONSENT_ROUTE
+    clock = ManualClock(start_ms=platform.runtime.clock.now_ms())
+    monkeypatch.setattr(tokens, "clock", clock)
+    ahead = bound.dpop("GET", url, token=token, iat=clock.now_ms() // 1000 + 60)
+    assert (await _status(platform, token, "DPoP", DPoP=ahead))[0] == 404  # accepted
+    clock.advance(seconds=100)  # still inside the proof's window; a sweep is due
+    status, body, _ = await _status(platform, token, "DPoP", DPoP=ahead)
+    assert (status, body["code"]) == (401, "invalid_dpop_proof")
+    assert tokens.replay._next_sweep > clock.now_ms()  # that use swept first
+
+
 async def _token_error_with(platform: Platform, form: dict[str, str], dpop: str) -> tuple[int, str]:
     response = await platform.http.post("/oauth/token", data=form, headers={"DPoP": dpop})
     return response.status_code, response.json()["error"]

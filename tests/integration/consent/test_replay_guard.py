@@ -1,7 +1,7 @@
 """Single-use identifiers (DPoP proofs, client assertions), on both engines: a second
 use is refused whatever the sweeping, and expired rows are swept at most every
 ``REPLAY_SWEEP_SECONDS`` per process (not once per use: one statement less per DPoP
-read)."""
+read). Times are epoch milliseconds, as the token service passes them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from consent.repository import REPLAY_SWEEP_SECONDS, ReplayRepository
 from vault.storage import Database
 
-NOW = 1_800_000_000
+NOW = 1_800_000_000_000  # ms
+SECOND = 1000
+INTERVAL = REPLAY_SWEEP_SECONDS * SECOND
 
 
 async def jtis(database: Database) -> set[str]:
@@ -19,12 +21,13 @@ async def jtis(database: Database) -> set[str]:
 
 async def test_a_second_use_is_refused_before_and_after_a_sweep(database: Database) -> None:
     guard = ReplayRepository(database)
-    assert await guard.use_once("dpop:a", "j1", NOW + 60, NOW)
-    assert not await guard.use_once("dpop:a", "j1", NOW + 60, NOW)
-    assert await guard.use_once("dpop:b", "j1", NOW + 60, NOW)  # another scope
-    later = NOW + REPLAY_SWEEP_SECONDS + 1  # a sweep runs; j1 has not expired
-    assert await guard.use_once("dpop:a", "j2", later + 60, later)
-    assert not await guard.use_once("dpop:a", "j1", NOW + 60, later)
+    expires = NOW + 90 * SECOND
+    assert await guard.use_once("dpop:a", "j1", expires, NOW)
+    assert not await guard.use_once("dpop:a", "j1", expires, NOW)
+    assert await guard.use_once("dpop:b", "j1", expires, NOW)  # another scope
+    later = NOW + INTERVAL + SECOND  # a sweep runs; j1 has not expired
+    assert await guard.use_once("dpop:a", "j2", later + 90 * SECOND, later)
+    assert not await guard.use_once("dpop:a", "j1", expires, later)
 
 
 async def test_expired_rows_are_swept_at_most_every_interval(
@@ -40,15 +43,14 @@ async def test_expired_rows_are_swept_at_most_every_interval(
 
     monkeypatch.setattr(database, "execute", counting)
     guard = ReplayRepository(database)
-    assert await guard.use_once("dpop:a", "old", NOW + 1, NOW)
+    assert await guard.use_once("dpop:a", "old", NOW + SECOND, NOW)
     for second in range(REPLAY_SWEEP_SECONDS):
-        assert await guard.use_once("dpop:a", f"j{second}", NOW + 300, NOW + second)
+        at = NOW + second * SECOND
+        assert await guard.use_once("dpop:a", f"j{second}", NOW + 300 * SECOND, at)
     assert len(sweeps) == 1  # the first use swept; the next ones, within the interval, did not
-    # Past the interval and past "old"'s expiry (+60 s of grace): the next use sweeps it.
-    late = NOW + 1 + 61
-    assert late >= NOW + REPLAY_SWEEP_SECONDS
-    assert "old" in await jtis(database)
-    assert await guard.use_once("dpop:a", "new", late + 60, late)
+    assert "old" in await jtis(database)  # expired at NOW + 1 s, not swept yet
+    late = NOW + INTERVAL
+    assert await guard.use_once("dpop:a", "new", late + 90 * SECOND, late)
     assert len(sweeps) == 2
     assert "old" not in await jtis(database)
     assert {"new", "j0"} <= await jtis(database)
