@@ -5,6 +5,7 @@ concurrent writer are left to the caller, with nothing stored for them."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from typing import Any
@@ -17,8 +18,9 @@ from api.runtime import Runtime
 from tests.conftest import ENGINES, runtime_on_its_own_loop
 from vault import service as service_module
 from vault.clock import ManualClock
-from vault.errors import DecryptionError
+from vault.errors import ConnectionLostBeforeCommit, DecryptionError
 from vault.models import PutResult, StoredVersion, Subject
+from vault.repository import _RECORD_COLUMNS, _record
 from vault.service import Actor, PutRequest, VaultService
 from vault.storage import Database
 
@@ -393,3 +395,70 @@ async def test_a_version_stored_meanwhile_is_sealed_again_at_its_new_version(
         (0, "income_certificate"): (3, CONTENTS[2]),
         (1, "income_certificate"): (2, CONTENTS[2]),
     }
+
+
+async def assert_read_back(vault: VaultService, salt: int, batch: list[Any], results: Any) -> None:
+    """Every stored version opens (its AAD names its row) with the content it was given,
+    record ids are unique, and versions run 1..n per citizen and type."""
+    assert all(isinstance(r, PutResult) and r.created for r in results)
+    assert len({r.record_id for r in results}) == len(results)
+    for op, result in zip(batch, results, strict=True):
+        row = await vault.db.fetchrow(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE record_id = $1", result.record_id
+        )
+        assert row is not None
+        key = await vault.dek_for_read(result.citizen_id, result.record_type)
+        assert key is not None
+        content = vault.open_record(_record(row), key[1])  # AAD: citizen, type, version, id
+        assert (content.meta.version, content.data) == (result.version, CONTENTS[op[2]])
+    assert sorted(r.version for r in results if r.citizen_id == results[0].citizen_id) == [1, 2]
+
+
+async def test_a_batch_run_again_after_a_lost_connection_reuses_its_sealed_records(
+    vault: VaultService, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops before COMMIT: the log runs the batch again, and the unit's
+    second run stores the same ahead-sealed ciphertexts under the same record ids (the
+    first run's rows were rolled back)."""
+    insert_records = vault.repo.insert_records
+    dropped: list[int] = []
+
+    async def drop_once(rows: Any) -> None:
+        await insert_records(rows)
+        if not dropped:
+            dropped.append(len(rows))
+            raise ConnectionLostBeforeCommit("database connection lost (test)")
+
+    monkeypatch.setattr(vault.repo, "insert_records", drop_once)
+    retried = runtime.audit.retried_batches
+    batch = [(0, "income_certificate", 0), (0, "income_certificate", 1), (1, TYPES[1], 2)]
+    results = await vault.put_many([request(14, op) for op in batch], actor=ISSUER, client_id="nts")
+    assert dropped == [3] and runtime.audit.retried_batches == retried + 1
+    await assert_read_back(vault, 14, batch, results)
+
+
+async def test_a_batch_run_again_with_savepoints_reuses_its_sealed_records(
+    vault: VaultService, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another unit of the same batch raises: the batch runs again with a savepoint per
+    unit, and the bulk unit's second run stores its ahead-sealed records correctly."""
+    run = runtime.audit.run
+
+    async def failing() -> Any:
+        raise RuntimeError("another unit fails")
+
+    async def run_beside_a_failing_unit(work: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(runtime.audit, "run", run)
+        other = asyncio.ensure_future(run(failing))  # queued first: the same batch
+        try:
+            return await run(work, **kwargs)
+        finally:
+            with pytest.raises(RuntimeError, match="another unit fails"):
+                await other
+
+    monkeypatch.setattr(runtime.audit, "run", run_beside_a_failing_unit)
+    reruns = runtime.audit.savepoint_reruns
+    batch = [(0, "income_certificate", 0), (0, "income_certificate", 1), (1, TYPES[1], 2)]
+    results = await vault.put_many([request(15, op) for op in batch], actor=ISSUER, client_id="nts")
+    assert runtime.audit.savepoint_reruns == reruns + 1
+    await assert_read_back(vault, 15, batch, results)

@@ -82,6 +82,8 @@ def test_a_valid_entry_encodes_as_the_json_module_does(
         ("record_version", 2**53),
         ("record_version", 1.5),
         ("seq", -1),
+        ("items", b""),  # a Sequence, but msgspec would write "" where json refuses
+        ("items", ()),  # only data.read entries list items
     ],
 )
 def test_a_value_that_would_encode_differently_is_refused(field: str, value: object) -> None:
@@ -91,3 +93,32 @@ def test_a_value_that_would_encode_differently_is_refused(field: str, value: obj
     entry[field] = value
     with pytest.raises(InvalidEntry):
         leaf_bytes(entry)
+
+
+class Name(str):
+    """A str subclass msgspec does not encode (an enum it would)."""
+
+
+class Count(int):
+    pass
+
+
+def test_str_and_int_subclasses_encode_as_the_json_module_does() -> None:
+    entry = EntryDraft(
+        action="data.read",
+        actor_type="client",
+        actor_id=Name("kbank"),
+        record_version=Count(3),
+        items=(Item(Name("income_certificate"), Count(2), (Name("year"),)),),
+    ).to_entry(seq=Count(7), ts=0)
+    assert leaf_bytes(entry) == reference(entry)
+
+
+def test_items_of_a_read_must_be_lists_of_objects() -> None:
+    entry = EntryDraft(action="data.read", actor_type="client", actor_id="kbank").to_entry(
+        seq=0, ts=0
+    )
+    for items in (b"", "ab", [b""], [{"type": "t", "version": 1, "fields": b""}]):
+        entry["items"] = items
+        with pytest.raises(InvalidEntry):
+            leaf_bytes(entry)
