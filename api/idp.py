@@ -311,6 +311,17 @@ class CitizenTokenVerifier:
         Raises:
             CitizenAuthError: for every failure, with a short reason.
         """
+        return self.verify_with_claims(token, now=now)[0]
+
+    def verify_with_claims(
+        self, token: str, *, now: int
+    ) -> tuple[CitizenPrincipal, Mapping[str, Any]]:
+        """:meth:`verify`, and the verified payload (an id_token's ``nonce`` and ``azp``
+        are checked by the sign-in that asked for it).
+
+        Raises:
+            CitizenAuthError: for every failure, with a short reason.
+        """
         # 1. A string of at most 8 KiB, before anything decodes it.
         if not isinstance(token, str):
             raise CitizenAuthError("token is not a string")
@@ -358,12 +369,13 @@ class CitizenTokenVerifier:
         if auth_time is not None and auth_time > now + CLOCK_SKEW_SECONDS:
             raise CitizenAuthError("auth_time in the future")
         # 7. Who: the CI claim when configured and present, else the nid claim.
-        return CitizenPrincipal(
+        principal = CitizenPrincipal(
             subject=self._subject(claims),
             issuer=trust.issuer,
             auth_time=auth_time,
             expires_at=expires_at,
         )
+        return principal, claims
 
     def _subject(self, claims: Mapping[str, Any]) -> Subject:
         if self._ci_claim is not None and self._ci_claim in claims:
