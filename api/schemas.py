@@ -22,6 +22,17 @@ from policies.loader import MAX_DAYS
 MAX_BATCH = 1000
 
 
+def whole(body: str) -> str:
+    r"""A parameter pattern that matches the whole value, and only it.
+
+    ``^...$`` is not enough: msgspec checks patterns with ``re.search``, where ``$`` also
+    matches before a final newline (``income_certificate\n`` passed). ``(?![\s\S])``
+    ("nothing follows") is the end of the string in Python and in ECMA-262, the regex
+    dialect of the OpenAPI document; ``\Z`` is Python only.
+    """
+    return rf"^(?:{body})(?![\s\S])"
+
+
 class Strict(msgspec.Struct, forbid_unknown_fields=True):
     """Base: unknown fields are refused (422 validation_error)."""
 

@@ -11,6 +11,7 @@ from litestar.params import Parameter
 from api.auth import CitizenContext, citizen_context, request_id, require, runtime_of
 from api.openapi import success
 from api.responses import Checkpoint, ConsistencyProof, InclusionProof, ServedEntryPage
+from api.schemas import whole
 from audit.models import EntryDraft, StoredEntry
 from consent.tokens import AccessPrincipal
 from vault.errors import OncevaultError
@@ -25,7 +26,7 @@ SEQ = Annotated[
 ]
 LIMIT = Annotated[int, Parameter(ge=1, le=1000)]
 FILTER = Annotated[
-    str | None, Parameter(required=False, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    str | None, Parameter(required=False, max_length=128, pattern=whole(r"[A-Za-z0-9_.:-]+"))
 ]
 #: A leaf index, and a tree size (the tree's current size bounds both further: 400).
 INDEX = Annotated[int, Parameter(ge=0, le=MAX_SEQ)]

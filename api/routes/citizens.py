@@ -24,20 +24,20 @@ from api.responses import (
     SuggestionBody,
     SuggestionList,
 )
-from api.schemas import SelfAssertedIn
+from api.schemas import SelfAssertedIn, whole
 from api.views import citizen_consent, iso_at
 from consent.models import Consent
 from vault.models import RecordMeta
 from vault.service import Actor
 
 CITIZEN = {"me": Provide(citizen_context)}
-ID = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-TYPE = Annotated[str, Parameter(max_length=64, pattern=r"^[a-z0-9_]+$")]
+ID = Annotated[str, Parameter(max_length=64, pattern=whole(r"[A-Za-z0-9_.:-]+"))]
+TYPE = Annotated[str, Parameter(max_length=64, pattern=whole(r"[a-z0-9_]+"))]
 STATUS = Annotated[
     str | None,
     Parameter(
         required=False,
-        pattern=r"^(pending|active|rejected|revoked|expired|exhausted)$",
+        pattern=whole("pending|active|rejected|revoked|expired|exhausted"),
     ),
 ]
 VERSION = Annotated[int | None, Parameter(required=False, ge=1, le=1_000_000)]

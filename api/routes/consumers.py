@@ -12,7 +12,7 @@ from api.auth import request_id, require, runtime_of, unit_gate
 from api.openapi import success
 from api.replay import idempotent
 from api.responses import ConsentBody, DataRead, DataReadOne, Event, EventPage
-from api.schemas import ConsentRequestIn
+from api.schemas import ConsentRequestIn, whole
 from api.views import consent_body, iso_at
 from consent.errors import ScopeNotConsented
 from consent.service import iso
@@ -24,9 +24,9 @@ CONSUMER = {"principal": Provide(require("consumer"))}
 #: The consented reads count the rate limit and record a DPoP proof's single use
 #: inside their own unit (no extra COMMIT).
 READER = {"principal": Provide(require("consumer", in_unit=True))}
-ID = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+ID = Annotated[str, Parameter(max_length=64, pattern=whole(r"[A-Za-z0-9_.:-]+"))]
 #: A record type in a path: api/fastread.py checks the same before it answers.
-TYPE_PATTERN = r"^[a-z0-9_]+$"
+TYPE_PATTERN = whole(r"[a-z0-9_]+")
 TYPE_MAX_LENGTH = 64
 TYPE = Annotated[str, Parameter(max_length=TYPE_MAX_LENGTH, pattern=TYPE_PATTERN)]
 

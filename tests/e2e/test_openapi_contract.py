@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jsonschema_rs
@@ -390,6 +392,56 @@ async def test_parameters_outside_their_documented_bounds_are_refused(home: Plat
         problem = response.json()
         assert (response.status_code, problem["code"]) == (400, "malformed_request"), (path, value)
         assert name in problem["detail"], (path, value, problem["detail"])
+
+
+def _patterned_parameters(document: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(METHOD, path, where, name, pattern) for every parameter with a pattern."""
+    found = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                schema = parameter["schema"]
+                for option in [schema, *schema.get("oneOf", []), *schema.get("anyOf", [])]:
+                    if "pattern" in option:
+                        found.append(
+                            (
+                                method.upper(),
+                                path,
+                                parameter["in"],
+                                parameter["name"],
+                                option["pattern"],
+                            )
+                        )
+    return sorted(found)
+
+
+async def test_a_value_with_a_trailing_newline_is_off_every_pattern(home: Platform) -> None:
+    r"""``^...$`` lets ``value\n`` through msgspec's ``re.search``: every pattern of the
+    document ends with ``(?![\s\S])`` instead (api.schemas.whole), and the server
+    refuses a valid value plus a newline in each patterned parameter."""
+    p = home
+    document = await _document(p)
+    patterned = _patterned_parameters(document)
+    assert len(patterned) >= 13
+    auth = {
+        "/v1/audit": _bearer(await p.token("bai", scope="auditor")),
+        "/v1/me": p.citizen(BUYER_NID),
+        "/v1": _bearer(await p.token("kbank", scope="consumer")),
+    }
+    for method, path, where, name, pattern in patterned:
+        assert pattern.endswith(r"(?![\s\S])") and "$" not in pattern, (path, name, pattern)
+        valid = "active" if "pending" in pattern else "x1"
+        answers = []
+        for value in (valid, valid + "\n"):  # the same request, then with the newline
+            url = path.replace("{" + name + "}", quote(value, safe="")) if where == "path" else path
+            url = re.sub(r"\{[a-z_]+\}", valid, url)
+            query = {name: value} if where == "query" else {}
+            headers = next(h for prefix, h in auth.items() if path.startswith(prefix))
+            body = {} if method in ("PUT", "POST") else None  # refused later than the path
+            response = await p.http.request(method, url, params=query, headers=headers, json=body)
+            answers.append((response.status_code, response.json().get("code")))
+        assert answers[0] != (400, "malformed_request"), (method, path, name, answers)
+        assert answers[1] == (400, "malformed_request"), (method, path, name, answers)
 
 
 async def test_bodies_outside_their_documented_bounds_are_refused(home: Platform) -> None:
