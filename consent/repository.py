@@ -135,14 +135,14 @@ class LockedConsents:
             return
         for start in range(0, len(rows), _COUNT_ROWS):
             chunk = rows[start : start + _COUNT_ROWS]
-            marks = ", ".join(
+            tuples = ", ".join(
                 f"(CAST(${5 * i + 1} AS TEXT), CAST(${5 * i + 2} AS BIGINT),"
                 f" CAST(${5 * i + 3} AS BIGINT), CAST(${5 * i + 4} AS TEXT),"
                 f" CAST(${5 * i + 5} AS BIGINT))"
                 for i in range(len(chunk))
             )
             written = await self.db.fetch(
-                f"WITH v(consent_id, loaded, fetch_count, status, at) AS (VALUES {marks})"
+                f"WITH v(consent_id, loaded, fetch_count, status, at) AS (VALUES {tuples})"
                 f" {_COUNT_UPDATE} FROM v {_COUNT_WHERE}",
                 *(value for row in chunk for value in row),
             )

@@ -106,15 +106,23 @@ async def home(local: Local) -> Home:
     return await setup_home(local.http, local, citizens=1)
 
 
+@pytest.fixture
+def twice(local: Local, monkeypatch: pytest.MonkeyPatch) -> Twice:
+    return Twice(local, monkeypatch)
+
+
+@pytest.fixture
+def bound(home: Home) -> str:
+    """The home's one consent-bound bearer token."""
+    ((_, value),) = home.tokens.items()
+    return value
+
+
 def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
 
 
-async def test_granted_reads_are_the_handlers_answers(
-    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    twice = Twice(local, monkeypatch)
-    ((_, bound),) = home.tokens.items()
+async def test_granted_reads_are_the_handlers_answers(twice: Twice, bound: str) -> None:
     for path in ("/v1/data/income_certificate", "/v1/data", "/v1/data/income_certificate?x=1"):
         fast, slow = await twice.both(path, bearer(bound))
         assert fast["status"] == 200, fast
@@ -123,11 +131,7 @@ async def test_granted_reads_are_the_handlers_answers(
         assert ("content-type", "application/json") in fast["headers"]
 
 
-async def test_refusals_are_the_handlers_answers(
-    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    twice = Twice(local, monkeypatch)
-    ((_, bound),) = home.tokens.items()
+async def test_refusals_are_the_handlers_answers(local: Local, twice: Twice, bound: str) -> None:
     unbound = await token(local.http, local, "kbank", scope="consumer")
     issuer_only = await token(local.http, local, "court")
     forged = bound[:-4] + ("AAAA" if not bound.endswith("AAAA") else "BBBB")
@@ -148,11 +152,7 @@ async def test_refusals_are_the_handlers_answers(
         assert ("content-type", "application/problem+json") in fast["headers"]
 
 
-async def test_types_off_the_pattern_go_to_litestars_validation(
-    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    twice = Twice(local, monkeypatch)
-    ((_, bound),) = home.tokens.items()
+async def test_types_off_the_pattern_go_to_litestars_validation(twice: Twice, bound: str) -> None:
     for path in (
         "/v1/data/Income",
         "/v1/data/" + "a" * 65,
@@ -169,10 +169,9 @@ async def test_types_off_the_pattern_go_to_litestars_validation(
 
 
 async def test_revoked_rate_limited_and_failing_reads_are_the_handlers_answers(
-    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
+    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch, twice: Twice, bound: str
 ) -> None:
-    twice = Twice(local, monkeypatch)
-    ((consent_id, bound),) = home.tokens.items()
+    consent_id = next(iter(home.tokens))
     limiter = local.runtime.rate_limiter
     assert limiter is not None
 
@@ -204,8 +203,6 @@ async def test_revoked_rate_limited_and_failing_reads_are_the_handlers_answers(
         assert (fast["status"], f'"code":"{code}"'.encode() in fast["body"]) == (status, True)
         assert b"boom" not in fast["body"] and b"disk" not in fast["body"]
 
-    consents = local.runtime.consents
-    assert consents is not None
     citizen = home.nids[0]
     revoke = await local.http.post(
         f"/v1/me/consents/{consent_id}/revoke",
@@ -220,9 +217,8 @@ async def test_revoked_rate_limited_and_failing_reads_are_the_handlers_answers(
 
 
 async def test_dpop_bound_reads_are_the_handlers_answers(
-    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
+    local: Local, home: Home, twice: Twice
 ) -> None:
-    twice = Twice(local, monkeypatch)
     consent_id = next(iter(home.tokens))
     kbank = local.clients["kbank"]
     issued = await local.http.post(
@@ -264,14 +260,13 @@ async def test_dpop_bound_reads_are_the_handlers_answers(
             )
     missing = await twice.both(path, {"Authorization": f"DPoP {bound}"})
     assert missing[0] == missing[1]
+    assert missing[0]["status"] == 401
     assert b'"code":"invalid_dpop_proof"' in missing[0]["body"]
 
 
 async def test_a_key_provider_down_and_a_real_rate_limit_are_the_handlers_answers(
-    local: Local, home: Home, monkeypatch: pytest.MonkeyPatch
+    local: Local, monkeypatch: pytest.MonkeyPatch, twice: Twice, bound: str
 ) -> None:
-    twice = Twice(local, monkeypatch)
-    ((_, bound),) = home.tokens.items()
     vault = local.runtime.vault
     assert vault is not None
 

@@ -381,6 +381,7 @@ async def test_a_proof_dated_ahead_stays_single_use_while_it_is_accepted(
         data=bound.token_form(platform.issuer),
         headers={"DPoP": bound.dpop("POST", token_url)},
     )
+    assert response.status_code == 200, response.text
     token = response.json()["access_token"]
     url = platform.issuer + CONSENT_ROUTE
     clock = ManualClock(start_ms=platform.runtime.clock.now_ms())

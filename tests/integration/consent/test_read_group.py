@@ -362,12 +362,25 @@ async def test_a_lost_connection_reruns_the_run_and_counts_once(
 
 
 async def test_cold_and_warm_reads_in_one_batch_count_exactly(
-    runtime: Runtime, database: Database
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     warm_id = await citizen_with_consent(runtime, 42, max_fetches=3)
     cold_id = await citizen_with_consent(runtime, 43, max_fetches=3)
-    await warm(runtime, [warm_id])  # the other's key is not in memory yet
+    assert runtime.vault is not None
+    runtime.vault.cache.clear()  # the puts cached both keys
+    await warm(runtime, [warm_id])
+    unwrapped: list[int] = []
+    unwrap = runtime.keys.unwrap
+
+    async def counted(items: Any) -> list[bytes]:
+        unwrapped.append(len(items))
+        return await unwrap(items)
+
+    monkeypatch.setattr(runtime.keys, "unwrap", counted)
     results = await together(runtime, [warm_id, cold_id, warm_id, cold_id, cold_id, cold_id])
+    # The cold reads really were cold: each unwraps the one key outside its unit (four
+    # concurrent cold reads of one key each call the provider; no single flight).
+    assert unwrapped and set(unwrapped) == {1} and len(unwrapped) <= 4
     assert codes(results).count("ok") == 2 + 3
     assert await consent_row(database, warm_id) == (3, "exhausted")
     assert await consent_row(database, cold_id) == (3, "exhausted")
@@ -376,14 +389,15 @@ async def test_cold_and_warm_reads_in_one_batch_count_exactly(
 async def in_queue_order(runtime: Runtime, *calls: Callable[[], Any]) -> list[Any]:
     """Run ``calls`` with their units queued in this order, in one batch: a unit that
     waits holds the log until every call has queued its own."""
-    release = asyncio.Event()
+    release, started = asyncio.Event(), asyncio.Event()
 
     async def hold() -> tuple[None, list[Any]]:
+        started.set()
         await release.wait()
         return None, []
 
     holder = asyncio.create_task(runtime.audit.run(hold))
-    await asyncio.sleep(0.01)
+    await started.wait()  # the holder's batch is running: the queue starts empty
     tasks = []
     for index, call in enumerate(calls):
         tasks.append(asyncio.create_task(call()))

@@ -5,13 +5,13 @@ a connection with a transaction open."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import asyncpg
 import pytest
 import structlog
 
+from tests.conftest import POSTGRES_DSN
 from vault import storage
 from vault.storage import Database
 
@@ -31,8 +31,8 @@ async def pooled_backend(database: Database) -> int:
 
 async def backend_alive(pid: int) -> bool:
     """Whether the server still runs backend ``pid`` (after up to a second)."""
-    dsn = os.environ["ONCEVAULT_TEST_POSTGRES_DSN"]
-    connection = await asyncpg.connect(dsn)
+    assert POSTGRES_DSN is not None
+    connection = await asyncpg.connect(POSTGRES_DSN)
     try:
         for _ in range(20):
             row = await connection.fetchrow("SELECT 1 FROM pg_stat_activity WHERE pid = $1", pid)
@@ -77,11 +77,13 @@ async def test_a_failed_statement_in_a_transaction_leaves_a_usable_connection(
     pool = postgres.engine.pool
     assert pool is not None
     async with pool.acquire() as connection:
+        backend = connection.get_server_pid()
         await connection.execute("BEGIN")
         with pytest.raises(Exception, match="division by zero"):
             await connection.fetch("SELECT 1 / 0")  # the transaction is now aborted
     assert await postgres.fetch("SELECT 2 AS two") == [{"two": 2}]
     async with pool.acquire() as again:
+        assert again.get_server_pid() == backend  # the aborted one, given back usable
         assert not again.is_in_transaction()
 
 

@@ -20,7 +20,6 @@ from vault import service as service_module
 from vault.clock import ManualClock
 from vault.errors import ConnectionLostBeforeCommit, DecryptionError
 from vault.models import PutResult, StoredVersion, Subject
-from vault.repository import _RECORD_COLUMNS, _record
 from vault.service import Actor, PutRequest, VaultService
 from vault.storage import Database
 
@@ -325,12 +324,11 @@ async def test_records_are_sealed_once_before_the_unit(
     """Without a concurrent writer, every record is sealed before the unit (which holds
     the write lock) and not again inside it; the ciphertexts open at their versions."""
     await one_by_one(vault, 12, [(0, "income_certificate", 0)])
-    sealed_in_unit: list[int] = []
+    sealed: list[tuple[int, bool]] = []  # (version, inside a transaction)
     seal = service_module._seal_version
 
     def counting_seal(*args: Any, **kwargs: Any) -> Any:
-        if runtime.database.in_transaction():
-            sealed_in_unit.append(args[3])
+        sealed.append((args[3], runtime.database.in_transaction()))
         return seal(*args, **kwargs)
 
     monkeypatch.setattr(service_module, "_seal_version", counting_seal)
@@ -341,7 +339,7 @@ async def test_records_are_sealed_once_before_the_unit(
     ]
     results = await vault.put_many([request(12, op) for op in batch], actor=ISSUER, client_id="nts")
     assert [(r.version, r.created) for r in results if r] == [(2, True), (3, True), (1, True)]
-    assert sealed_in_unit == []
+    assert sealed == [(2, False), (3, False), (1, False)]  # each once, before the unit
     assert await latest(vault, 12) == {
         (0, "income_certificate"): (3, CONTENTS[2]),
         (1, "income_certificate"): (1, CONTENTS[0]),
@@ -397,19 +395,17 @@ async def test_a_version_stored_meanwhile_is_sealed_again_at_its_new_version(
     }
 
 
-async def assert_read_back(vault: VaultService, salt: int, batch: list[Any], results: Any) -> None:
+async def assert_read_back(vault: VaultService, batch: list[Any], results: Any) -> None:
     """Every stored version opens (its AAD names its row) with the content it was given,
     record ids are unique, and versions run 1..n per citizen and type."""
     assert all(isinstance(r, PutResult) and r.created for r in results)
     assert len({r.record_id for r in results}) == len(results)
     for op, result in zip(batch, results, strict=True):
-        row = await vault.db.fetchrow(
-            f"SELECT {_RECORD_COLUMNS} FROM records WHERE record_id = $1", result.record_id
-        )
-        assert row is not None
+        row = await vault.repo.version(result.citizen_id, result.record_type, result.version)
+        assert row is not None and row.meta.record_id == result.record_id
         key = await vault.dek_for_read(result.citizen_id, result.record_type)
         assert key is not None
-        content = vault.open_record(_record(row), key[1])  # AAD: citizen, type, version, id
+        content = vault.open_record(row, key[1])  # AAD: citizen, type, version, id
         assert (content.meta.version, content.data) == (result.version, CONTENTS[op[2]])
     assert sorted(r.version for r in results if r.citizen_id == results[0].citizen_id) == [1, 2]
 
@@ -434,7 +430,7 @@ async def test_a_batch_run_again_after_a_lost_connection_reuses_its_sealed_recor
     batch = [(0, "income_certificate", 0), (0, "income_certificate", 1), (1, TYPES[1], 2)]
     results = await vault.put_many([request(14, op) for op in batch], actor=ISSUER, client_id="nts")
     assert dropped == [3] and runtime.audit.retried_batches == retried + 1
-    await assert_read_back(vault, 14, batch, results)
+    await assert_read_back(vault, batch, results)
 
 
 async def test_a_batch_run_again_with_savepoints_reuses_its_sealed_records(
@@ -461,4 +457,4 @@ async def test_a_batch_run_again_with_savepoints_reuses_its_sealed_records(
     batch = [(0, "income_certificate", 0), (0, "income_certificate", 1), (1, TYPES[1], 2)]
     results = await vault.put_many([request(15, op) for op in batch], actor=ISSUER, client_id="nts")
     assert runtime.audit.savepoint_reruns == reruns + 1
-    await assert_read_back(vault, 15, batch, results)
+    await assert_read_back(vault, batch, results)
