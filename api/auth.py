@@ -2,8 +2,9 @@
 
 Handlers ask for a principal with a role; a missing, forged, expired, revoked or
 foreign token is 401 ``invalid_token`` (or ``invalid_dpop_proof``), a valid token
-without the role is 403 ``forbidden``. The client's live registration is read on
-every request (DESIGN section 1: disabling takes effect on the next request).
+without the role is 403 ``forbidden``. The client's live registration and the
+revocation list are read on every request (DESIGN section 1: disabling takes effect
+on the next request); the consented reads read them inside their own unit.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from litestar import Request
 
 from api.idp import CitizenAuthError, CitizenPrincipal, require_fresh
 from api.runtime import Runtime
-from consent.tokens import AccessPrincipal, Forbidden
+from consent.tokens import AccessPrincipal, SignedToken
 from vault.errors import OncevaultError
 
 
@@ -30,12 +31,8 @@ def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
     return runtime
 
 
-async def client_principal(
-    request: Request[Any, Any, Any], role: str, *, in_unit: bool = False
-) -> AccessPrincipal:
-    """The verified caller. ``in_unit=True``: the route's own group-committed unit
-    counts the rate limit and records the DPoP proof's single use (:func:`unit_gate`),
-    so neither costs a transaction and COMMIT of its own."""
+async def client_principal(request: Request[Any, Any, Any], role: str) -> AccessPrincipal:
+    """The verified caller, its rate limit counted."""
     runtime = runtime_of(request)
     assert runtime.tokens is not None
     principal = await runtime.tokens.verify(
@@ -43,13 +40,25 @@ async def client_principal(
         dpop_proof=request.headers.get("dpop"),
         htm=request.method,
         htu=runtime.settings.issuer + request.url.path,
-        defer_proof_use=in_unit,
     )
-    if role not in principal.scope:
-        raise Forbidden(f"this route needs the {role} role")
-    if not in_unit:
-        await enforce_rate_limit(runtime, principal.client.client_id, "api")
+    principal.require(role)
+    await enforce_rate_limit(runtime, principal.client.client_id, "api")
     return principal
+
+
+def signed_token(request: Request[Any, Any, Any]) -> SignedToken:
+    """The request's access token and DPoP proof, checked without the database
+    (:meth:`consent.tokens.TokenService.check`). For the consented reads, whose unit
+    reads the client's live registration and the revocation list with the consent
+    (:class:`consent.reads.DataReader`), and records the proof's single use."""
+    runtime = runtime_of(request)
+    assert runtime.tokens is not None
+    return runtime.tokens.check(
+        request.headers.get("authorization"),
+        dpop_proof=request.headers.get("dpop"),
+        htm=request.method,
+        htu=runtime.settings.issuer + request.url.path,
+    )
 
 
 class RateLimited(OncevaultError):
@@ -71,35 +80,28 @@ async def enforce_rate_limit(runtime: Runtime, client_id: str, scope: str) -> No
         raise RateLimited(decision.retry_after)
 
 
-def require(
-    role: str, *, in_unit: bool = False
-) -> Callable[[Request[Any, Any, Any]], Awaitable[AccessPrincipal]]:
-    """A dependency provider: ``Provide(require("consumer"))``.
-
-    ``in_unit=True`` is for routes that run :func:`unit_gate` inside their own
-    group-committed unit (the consented reads): the rate limit and a DPoP proof's
-    single use are recorded there, at no extra COMMIT.
-    """
+def require(role: str) -> Callable[[Request[Any, Any, Any]], Awaitable[AccessPrincipal]]:
+    """A dependency provider: ``Provide(require("consumer"))``."""
 
     async def provide(request: Request[Any, Any, Any]) -> AccessPrincipal:
-        return await client_principal(request, role, in_unit=in_unit)
+        return await client_principal(request, role)
 
     return provide
 
 
 def unit_gate(
-    request: Request[Any, Any, Any], principal: AccessPrincipal
+    request: Request[Any, Any, Any], token: SignedToken
 ) -> Callable[[], Awaitable[OncevaultError | None]]:
-    """What a ``require(..., in_unit=True)`` route runs first inside its unit: record
+    """What a consented read runs inside its unit once the caller is known: record
     the DPoP proof's single use, then count the rate limit. Returns the error to
     answer with (a replayed proof, the limit reached), or None."""
     runtime = runtime_of(request)
-    client_id = principal.client.client_id
+    client_id = token.client_id
 
     async def gate() -> OncevaultError | None:
-        if principal.proof_use is not None:
+        if token.proof_use is not None:
             assert runtime.tokens is not None
-            replayed = await runtime.tokens.use_proof_here(principal.proof_use)
+            replayed = await runtime.tokens.use_proof_here(token.proof_use)
             if replayed is not None:
                 return replayed
         limiter = runtime.rate_limiter

@@ -7,8 +7,9 @@ dependency injection, the handler's signature model, a ``Response`` and its
 ``ASGIResponse``. This middleware sits right inside :class:`RequestIdMiddleware`
 (the request id and the access log line stay exactly as for every route) and, for a
 ``GET`` on a route marked ``opt={"consented_read": ...}``, does what those layers
-would do with the same functions: :func:`api.auth.client_principal` verifies the
-token, :func:`api.routes.consumers.answer_read` reads and builds the body, and the
+would do with the same functions: :func:`api.auth.signed_token` checks the token,
+:func:`api.routes.consumers.answer_read` authenticates the caller, reads and builds
+the body, and the
 success bytes come from Litestar's own JSON encoder with the route's type encoders. An
 error is answered by the handler Litestar would pick from the route's exception
 handlers (``api/errors.py``), rendered through a Litestar ``Response``.
@@ -34,7 +35,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.serialization import encode_json, get_serializer
 from litestar.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 
-from api.auth import client_principal
+from api.auth import signed_token
 from api.errors import internal_error_handler
 from api.routes.consumers import TYPE_MAX_LENGTH, TYPE_PATTERN, answer_read
 
@@ -76,8 +77,8 @@ async def answer(request: Request[Any, Any, Any], types: list[str] | None) -> No
     route_handler = request.scope["route_handler"]
     assert isinstance(route_handler, HTTPRouteHandler)
     try:
-        principal = await client_principal(request, "consumer", in_unit=True)
-        body, audit_seq = await answer_read(request, principal, types)
+        token = signed_token(request)
+        body, audit_seq = await answer_read(request, token, types)
         content = encode_json(body, get_serializer(route_handler.resolve_type_encoders()))
     except Exception as exc:  # noqa: BLE001 - handled as Litestar's exception layer would
         await _problem(request, _handler_for(route_handler, exc)(request, exc))

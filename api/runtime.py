@@ -169,7 +169,7 @@ class Runtime:
             issuer=self.settings.issuer,
         )
 
-        self.reader = DataReader(consents=self.consents, vault=self.vault)
+        self.reader = DataReader(consents=self.consents, vault=self.vault, clients=client_repo)
         self.intake = RecordIntake(vault=self.vault, consents=self.consents)
         self.erasure = ErasureService(
             consents=self.consents,

@@ -2,22 +2,26 @@
 
 Path of a read (DESIGN section 5, 12):
 
-1. one group-committed unit: lock the consent, decide against the live consent and
-   the current catalogue, load each released type's latest record with the DEK row
-   it is sealed under (one statement), record the DPoP proof's use and count the rate
-   limit, count the fetch with a conditional update, append ``data.read`` (``ok``
-   with exactly what is released, or ``denied`` with ``[]``) as its last statement;
+1. one group-committed unit: read the client's live registration and whether the
+   token is revoked (a refusal here is 401/403 with no entry, as on any route), lock
+   the consent, decide against the live consent and the current catalogue, load each
+   released type's latest record with the DEK row it is sealed under (one
+   statement), record the DPoP proof's use and count the rate limit, count the
+   fetch with a conditional update, append ``data.read`` (``ok`` with exactly what
+   is released, or ``denied`` with ``[]``) as its last statement;
 2. a granted read whose DEKs are not in memory writes nothing and appends nothing:
    the keys are unwrapped outside any transaction (key provider down -> 503, nothing
    counted, nothing appended) and the unit runs again;
 3. after COMMIT: decrypt and project the released fields.
 
 A data response therefore never exists without its committed entry, and no read
-sequenced after a revocation is served. No key-provider call happens inside a unit,
-and the hot path (keys cached) costs no statement outside it.
+sequenced after a revocation (of the consent, the token or the client) is served.
+No key-provider call happens inside a unit, and the hot path (keys cached) costs no
+statement outside it.
 
 Reads that meet in a batch share their statements (:class:`ReadGroup`, an
-:class:`audit.log.UnitGroup`): one statement locks and loads every consent of the run,
+:class:`audit.log.UnitGroup`): one statement reads every caller's client row and
+revoked ``jti``, one locks and loads every consent of the run,
 one loads the latest record and DEK row of the types its consents name, the fetch
 counts and the rate-limit counters are written once before the append. Each unit still runs
 the same decision code against those rows; a batch that runs with savepoints (after a
@@ -33,9 +37,10 @@ from typing import Any
 from audit.log import SharedScope, shared_scope
 from audit.models import EntryDraft, Item, safe_token
 from consent.errors import ConsentError
-from consent.models import ReadGrant, Status
-from consent.repository import LockedConsents
+from consent.models import Client, ReadGrant, Status
+from consent.repository import ClientRepository, LockedConsents
 from consent.service import ConsentService
+from consent.tokens import Forbidden, SignedToken, TokenInvalid
 from vault.errors import DecryptionError, OncevaultError, RecordNotFound, StorageError
 from vault.repository import DekRow, RecordRow
 from vault.service import Actor, VaultService
@@ -72,6 +77,14 @@ class ReadResult:
 
 
 @dataclass(frozen=True)
+class _Callers:
+    """The live registration and revocation status of each ``(client_id, jti)`` of a
+    run of reads (a run's shared load)."""
+
+    found: dict[tuple[str, str], tuple[Client | None, bool]]
+
+
+@dataclass(frozen=True)
 class _Latest:
     """The latest record and DEK row of the types each citizen's consents in a run of
     reads name (a run's shared load)."""
@@ -83,20 +96,26 @@ class _Latest:
 class ReadGroup:
     """The consented reads of one batch load their rows together (audit.log.UnitGroup).
 
-    A unit's key is ``(consent_id, client_id)``. Records are loaded only for consents
-    that are active and belong to the client asking, and only for the types they name
-    (what a read may release is a subset); anything else a unit asks for is read from
-    the database as outside a run."""
+    A unit's key is ``(consent_id, client_id, jti)``. Records are loaded only for
+    consents that are active and belong to the client asking, and only for the types
+    they name (what a read may release is a subset); anything else a unit asks for is
+    read from the database as outside a run."""
 
-    def __init__(self, *, consents: ConsentService, vault: VaultService) -> None:
+    def __init__(
+        self, *, consents: ConsentService, vault: VaultService, clients: ClientRepository
+    ) -> None:
         self.consents = consents
         self.vault = vault
+        self.clients = clients
 
     async def load(self, scope: SharedScope, keys: Sequence[Any]) -> None:
-        locked = await self.consents.repo.lock_many([consent_id for consent_id, _ in keys])
+        scope.values[_Callers] = _Callers(
+            await self.clients.for_tokens([(client_id, jti) for _, client_id, jti in keys])
+        )
+        locked = await self.consents.repo.lock_many([consent_id for consent_id, _, _ in keys])
         scope.values[LockedConsents] = locked
         wanted: dict[str, set[str]] = {}
-        for consent_id, client_id in keys:
+        for consent_id, client_id, _ in keys:
             consent = locked.rows.get(consent_id)
             if consent is None or consent.client_id != client_id:
                 continue
@@ -110,6 +129,17 @@ class ReadGroup:
             types_of, {pair: row for pair, row in rows.items() if pair[1] in types_of[pair[0]]}
         )
 
+    async def caller(self, client_id: str, jti: str) -> tuple[Client | None, bool]:
+        """The client's live registration and whether ``jti`` is revoked: from the
+        run's rows when the run loaded them, else from the database."""
+        scope = shared_scope()
+        loaded = scope.values.get(_Callers) if scope is not None else None
+        if isinstance(loaded, _Callers):
+            found = loaded.found.get((client_id, jti))
+            if found is not None:
+                return found
+        return await self.clients.get_for_token(client_id, jti)
+
     async def latest(self, citizen_id: str, record_type: str) -> tuple[RecordRow, DekRow] | None:
         """The latest version of a type and its DEK row: from the run's rows when the
         run loaded that type of that citizen, else from the database."""
@@ -122,26 +152,34 @@ class ReadGroup:
 
 
 class DataReader:
-    def __init__(self, *, consents: ConsentService, vault: VaultService) -> None:
+    def __init__(
+        self, *, consents: ConsentService, vault: VaultService, clients: ClientRepository
+    ) -> None:
         self.consents = consents
         self.vault = vault
         self.audit = consents.audit
-        self.group = ReadGroup(consents=consents, vault=vault)
+        self.group = ReadGroup(consents=consents, vault=vault, clients=clients)
 
     async def read(
         self,
         *,
         consent_id: str,
-        client_id: str,
+        token: SignedToken,
+        role: str,
         types: Sequence[str] | None,
         request_id: str | None,
         gate: Callable[[], Awaitable[OncevaultError | None]] | None = None,
     ) -> ReadResult:
-        """Release the consented fields (of ``types``, or every consented type).
+        """Release the consented fields (of ``types``, or every consented type) to the
+        caller of ``token``, a token checked without the database
+        (:meth:`consent.tokens.TokenService.check`) that must hold ``role``.
 
-        Raises (each refusal carries ``audit_seq``): ConsentError subclasses,
-        RecordNotFound; KeyProviderUnavailable before anything is recorded.
+        Raises TokenInvalid or Forbidden (the caller, in the unit; nothing written, no
+        entry, as any route refuses a caller), then (each refusal carries
+        ``audit_seq``) ConsentError subclasses, RecordNotFound;
+        KeyProviderUnavailable before anything is recorded.
         """
+        client_id = token.client_id
         actor = Actor("client", client_id, request_id)
         single = types[0] if types is not None and len(types) == 1 else None
         unwrapped: dict[tuple[str, int], bytes] = {}
@@ -151,6 +189,11 @@ class DataReader:
             return found if found is not None else self.vault.cached_dek(dek)
 
         async def work() -> tuple[Any, list[EntryDraft]]:
+            client, revoked = await self.group.caller(client_id, token.jti)
+            try:
+                token.principal(client, revoked=revoked).require(role)
+            except (TokenInvalid, Forbidden) as not_caller:
+                return not_caller, []  # not the caller it claims: before any read or entry
             grant, drafts = await self.consents.lock_for_read(
                 consent_id, client_id=client_id, types=types, actor=actor
             )
@@ -205,7 +248,7 @@ class DataReader:
 
         for round_ in range(1, KEY_ROUNDS + 1):
             value, entries = await self.audit.run(
-                work, group=self.group, key=(consent_id, client_id)
+                work, group=self.group, key=(consent_id, client_id, token.jti)
             )
             if not isinstance(value, _NeedKeys):
                 break
@@ -222,6 +265,8 @@ class DataReader:
                 continue
             for dek_row, dek in zip(value.rows, deks, strict=True):
                 unwrapped[(dek_row.dek_id, dek_row.generation)] = dek
+        if isinstance(value, (TokenInvalid, Forbidden)):
+            raise value  # no entry: refused as the caller, not as a read
         seq = entries[-1].seq
         if isinstance(value, OncevaultError):
             value.audit_seq = seq  # type: ignore[attr-defined]

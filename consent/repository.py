@@ -485,6 +485,37 @@ class ClientRepository:
         client = _client(row) if row["client_id"] is not None else None
         return client, bool(row["revoked"])
 
+    async def for_tokens(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[Client | None, bool]]:
+        """:meth:`get_for_token` for every ``(client_id, jti)`` of a run of requests,
+        in one statement: the clients' rows, then the revoked ``jti``s among them."""
+        client_ids = sorted({client_id for client_id, _ in pairs})
+        jtis = sorted({jti for _, jti in pairs})
+        nulls = ", ".join(["NULL"] * (len(_CLIENT_COLUMNS.split(", ")) - 1))
+        union = (
+            f"SELECT 0 AS revoked, {_CLIENT_COLUMNS} FROM clients WHERE client_id {{}}"
+            f" UNION ALL SELECT 1, jti, {nulls} FROM revoked_tokens WHERE jti {{}}"
+        )
+        rows: list[dict[str, Any]] = []
+        if self.db.dialect == "postgres":
+            sql = union.format("= ANY($1::text[])", "= ANY($2::text[])")
+            rows = await self.db.fetch(sql, client_ids, jtis)
+        else:
+            for start in range(0, max(len(client_ids), len(jtis)), IN_CHUNK):
+                some_clients = client_ids[start : start + IN_CHUNK]
+                some_jtis = jtis[start : start + IN_CHUNK]
+                sql = union.format(
+                    f"IN ({marks(len(some_clients))})",
+                    f"IN ({marks(len(some_jtis), first=len(some_clients) + 1)})",
+                )
+                rows += await self.db.fetch(sql, *some_clients, *some_jtis)
+        clients = {row["client_id"]: _client(row) for row in rows if not row["revoked"]}
+        revoked = {row["client_id"] for row in rows if row["revoked"]}
+        return {
+            (client_id, jti): (clients.get(client_id), jti in revoked) for client_id, jti in pairs
+        }
+
     async def list(self) -> list[Client]:
         rows = await self.db.fetch(f"SELECT {_CLIENT_COLUMNS} FROM clients ORDER BY client_id")
         return [_client(row) for row in rows]

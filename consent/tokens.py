@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from audit.log import AuditLog
@@ -118,6 +118,42 @@ class AccessPrincipal:
     jti: str
     expires_at: int
     proof_use: ProofUse | None = None
+
+    def require(self, role: str) -> None:
+        """Raise Forbidden unless the token grants ``role`` and the client holds it."""
+        if role not in self.scope:
+            raise Forbidden(f"this route needs the {role} role")
+
+
+@dataclass(frozen=True)
+class SignedToken:
+    """An access token that passed every check needing no database
+    (:meth:`TokenService.check`). Not a caller yet: the client may have been disabled
+    or the token revoked since it was issued, so :meth:`principal` must be given what
+    the database says now, read on this request."""
+
+    client_id: str
+    jti: str
+    scope: frozenset[str]  # as claimed; the client's live roles narrow it
+    consent_id: str | None
+    expires_at: int
+    proof_use: ProofUse | None  # a DPoP proof whose single use is still to be recorded
+
+    def principal(self, client: Client | None, *, revoked: bool) -> AccessPrincipal:
+        """The caller, given the client's live registration (None: deleted) and whether
+        this token's ``jti`` is revoked. Raises TokenInvalid."""
+        if revoked:
+            raise TokenInvalid("token revoked")
+        if client is None or client.client_id != self.client_id or not client.may_obtain_tokens:
+            raise TokenInvalid("client disabled")
+        return AccessPrincipal(
+            client=client,
+            scope=self.scope & client.roles,
+            consent_id=self.consent_id,
+            jti=self.jti,
+            expires_at=self.expires_at,
+            proof_use=self.proof_use,
+        )
 
 
 def _int_claim(payload: Mapping[str, Any], name: str) -> int | None:
@@ -365,12 +401,38 @@ class TokenService:
         htu: str,
         defer_proof_use: bool = False,
     ) -> AccessPrincipal:
-        """Verify the ``Authorization`` header of a resource request (DESIGN section 6).
+        """Verify the ``Authorization`` header of a resource request (DESIGN section 6):
+        :meth:`check`, then the live registration and revocation list in one query.
 
         ``defer_proof_use=True``: a DPoP proof is checked completely but its single use
         is returned as ``proof_use`` for the caller's unit to record (no transaction of
         its own).
         """
+        token = self.check(authorization, dpop_proof=dpop_proof, htm=htm, htu=htu)
+        principal = await self.caller(token)
+        if token.proof_use is not None and not defer_proof_use:
+            refused = await self._use_proof(token.proof_use, here=False)
+            if refused is not None:
+                raise refused
+            return replace(principal, proof_use=None)
+        return principal
+
+    async def caller(self, token: SignedToken) -> AccessPrincipal:
+        """The caller of a checked token: the client's live registration and the
+        revocation list, in one query (disabled, unapproved or deleted clients and
+        revoked tokens fail now). Raises TokenInvalid."""
+        client, revoked = await self.clients.get_for_token(token.client_id, token.jti)
+        return token.principal(client, revoked=revoked)
+
+    def check(
+        self, authorization: str | None, *, dpop_proof: str | None, htm: str, htu: str
+    ) -> SignedToken:
+        """Every check of an access token that needs no database: the signature under
+        the current key, issuer, audience, lifetime, subject, and a DPoP proof (all but
+        its single use). Raises TokenInvalid or DPoPInvalid.
+
+        What it returns is not yet a caller: :meth:`SignedToken.principal` must be
+        given the client's live registration and the token's revocation status."""
         now = self.clock.now_ms() // 1000
         if not authorization:
             raise TokenInvalid("missing access token")
@@ -398,11 +460,6 @@ class TokenService:
         jti = claims.get("jti")
         if not isinstance(jti, str):
             raise TokenInvalid("jti missing")
-        # The live registration and the revocation list, in one query: disabled,
-        # unapproved or deleted clients and revoked tokens fail now.
-        client, revoked = await self.clients.get_for_token(client_id, jti)
-        if revoked:
-            raise TokenInvalid("token revoked")
         scope_claim = claims.get("scope")
         if not isinstance(scope_claim, str):
             raise TokenInvalid("scope missing")
@@ -417,22 +474,16 @@ class TokenService:
             proof_jkt, proof_use = self._check_dpop(dpop_proof, htm=htm, htu=htu, token=token)
             if proof_jkt != jkt:
                 raise DPoPInvalid("proof key does not match the token")
-            if not defer_proof_use:
-                refused = await self._use_proof(proof_use, here=False)
-                if refused is not None:
-                    raise refused
         elif scheme != "bearer":
             raise TokenInvalid("an unbound token uses the Bearer scheme")
-        if client is None or not client.may_obtain_tokens:
-            raise TokenInvalid("client disabled")
         consent_id = claims.get("consent_id")
-        return AccessPrincipal(
-            client=client,
-            scope=frozenset(scope_claim.split()) & client.roles,
-            consent_id=consent_id if isinstance(consent_id, str) else None,
+        return SignedToken(
+            client_id=client_id,
             jti=jti,
+            scope=frozenset(scope_claim.split()),
+            consent_id=consent_id if isinstance(consent_id, str) else None,
             expires_at=exp,
-            proof_use=proof_use if defer_proof_use else None,
+            proof_use=proof_use,
         )
 
     def _verified_claims(self, token: str) -> dict[str, Any]:

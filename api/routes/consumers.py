@@ -8,7 +8,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
-from api.auth import request_id, require, runtime_of, unit_gate
+from api.auth import request_id, require, runtime_of, signed_token, unit_gate
 from api.openapi import success
 from api.replay import idempotent
 from api.responses import ConsentBody, DataRead, DataReadOne, Event, EventPage
@@ -16,18 +16,21 @@ from api.schemas import ConsentRequestIn, whole
 from api.views import consent_body, iso_at
 from consent.errors import ScopeNotConsented
 from consent.service import iso
-from consent.tokens import AccessPrincipal
+from consent.tokens import AccessPrincipal, SignedToken
 from vault.models import Subject
 from vault.service import Actor
 
 CONSUMER = {"principal": Provide(require("consumer"))}
-#: The consented reads count the rate limit and record a DPoP proof's single use
-#: inside their own unit (no extra COMMIT).
-READER = {"principal": Provide(require("consumer", in_unit=True))}
+#: The consented reads check the caller's live registration, count the rate limit
+#: and record a DPoP proof's single use inside their own unit (no statement or
+#: COMMIT of their own): the dependency checks only what needs no database.
+READER = {"token": Provide(signed_token, sync_to_thread=False)}
 ID = Annotated[str, Parameter(max_length=64, pattern=whole(r"[A-Za-z0-9_.:-]+"))]
 #: A record type in a path: api/fastread.py checks the same before it answers.
 TYPE_PATTERN = whole(r"[a-z0-9_]+")
 TYPE_MAX_LENGTH = 64
+#: The role a consented read needs.
+READ_ROLE = "consumer"
 TYPE = Annotated[str, Parameter(max_length=TYPE_MAX_LENGTH, pattern=TYPE_PATTERN)]
 
 
@@ -88,12 +91,6 @@ async def get_consent(
     return consent_body(consent)
 
 
-def _bound_consent(principal: AccessPrincipal) -> str:
-    if principal.consent_id is None:
-        raise ScopeNotConsented("this token is not bound to a consent")
-    return principal.consent_id
-
-
 def _item(item: Any) -> dict[str, Any]:
     return {
         "type": item.type,
@@ -106,7 +103,7 @@ def _item(item: Any) -> dict[str, Any]:
 
 
 async def answer_read(
-    request: Request[Any, Any, Any], principal: AccessPrincipal, types: list[str] | None
+    request: Request[Any, Any, Any], token: SignedToken, types: list[str] | None
 ) -> tuple[dict[str, Any], int]:
     """The consented read's body and its ``X-Audit-Seq``: every consented item that
     exists (``types=None``) or the one asked for, with only the released fields.
@@ -115,12 +112,20 @@ async def answer_read(
     in front of Litestar's per-route layers) answer with this."""
     runtime = runtime_of(request)
     assert runtime.reader is not None
+    assert runtime.tokens is not None
+    if token.consent_id is None:
+        # Not a read of a consent: refused as any other route refuses, on the live
+        # registration (401 before 403 before "not bound").
+        principal = await runtime.tokens.caller(token)
+        principal.require(READ_ROLE)
+        raise ScopeNotConsented("this token is not bound to a consent")
     result = await runtime.reader.read(
-        consent_id=_bound_consent(principal),
-        client_id=principal.client.client_id,
+        consent_id=token.consent_id,
+        token=token,
+        role=READ_ROLE,
         types=types,
         request_id=request_id(request),
-        gate=unit_gate(request, principal),
+        gate=unit_gate(request, token),
     )
     if types is None:
         body = {"consent_id": result.consent_id, "items": [_item(i) for i in result.items]}
@@ -137,10 +142,10 @@ async def answer_read(
     opt={"consented_read": "all"},
 )
 async def read_all(
-    request: Request[Any, Any, Any], principal: NamedDependency[AccessPrincipal]
+    request: Request[Any, Any, Any], token: NamedDependency[SignedToken]
 ) -> Response[dict[str, Any]]:
     """Every consented item that exists, with only the released fields."""
-    body, audit_seq = await answer_read(request, principal, None)
+    body, audit_seq = await answer_read(request, token, None)
     return Response(body, headers={"X-Audit-Seq": str(audit_seq)})
 
 
@@ -154,10 +159,10 @@ async def read_all(
 async def read_one(
     request: Request[Any, Any, Any],
     record_type: TYPE,
-    principal: NamedDependency[AccessPrincipal],
+    token: NamedDependency[SignedToken],
 ) -> Response[dict[str, Any]]:
     """One consented item, with only the released fields."""
-    body, audit_seq = await answer_read(request, principal, [record_type])
+    body, audit_seq = await answer_read(request, token, [record_type])
     return Response(body, headers={"X-Audit-Seq": str(audit_seq)})
 
 

@@ -2,12 +2,16 @@
 (consent/reads.py ``ReadGroup``, audit/log.py ``SharedScope``): one statement locks
 every consent of the run, one loads their records, fetch counts and rate-limit
 counters are written once. The answers, counts and entries must be exactly those of
-the same reads run one by one. On both engines, through ``DataReader`` itself."""
+the same reads run one by one. On both engines, through ``DataReader`` itself.
+
+The caller is authenticated inside the unit too: one statement reads the client row
+and revoked ``jti`` of every token of the run, and a refused caller leaves no trace."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,7 +21,9 @@ from api.auth import RateLimited
 from api.runtime import Runtime
 from audit.log import AuditLog, SharedScope, shared_scope
 from consent.reads import DataReader, ReadResult
-from consent.repository import LockedConsents
+from consent.repository import LockedConsents, ReplayRepository
+from consent.tokens import SignedToken
+from tests.helpers.clients import TestClient
 from vault.clock import ManualClock
 from vault.errors import ConnectionLostBeforeCommit, OncevaultError, StorageError
 from vault.models import Subject
@@ -58,6 +64,38 @@ async def citizen_with_consent(
     return consent.consent_id
 
 
+@pytest.fixture(autouse=True)
+async def kbank(runtime: Runtime) -> None:
+    """The reading client, registered: its live row is read inside every read."""
+    await register(runtime, "kbank")
+
+
+async def register(runtime: Runtime, client_id: str, roles: Sequence[str] = ("consumer",)) -> None:
+    assert runtime.clients is not None
+    await runtime.clients.add(
+        client_id=client_id,
+        name=client_id.upper(),
+        kind="agency",
+        roles=roles,
+        jwks=TestClient(client_id).jwks,
+        approved=True,
+        dpop_required=False,
+        actor=Actor("operator", "test"),
+    )
+
+
+def signed(consent_id: str, *, client_id: str = "kbank", jti: str | None = None) -> SignedToken:
+    """What ``TokenService.check`` returns for a valid consumer token of ``consent_id``."""
+    return SignedToken(
+        client_id=client_id,
+        jti=jti or secrets.token_urlsafe(12),
+        scope=frozenset({"consumer"}),
+        consent_id=consent_id,
+        expires_at=2**40,
+        proof_use=None,
+    )
+
+
 def reader_of(runtime: Runtime) -> DataReader:
     assert runtime.reader is not None
     return runtime.reader
@@ -75,11 +113,20 @@ def limited(runtime: Runtime) -> Callable[[], Any]:
 
 
 async def read(
-    runtime: Runtime, consent_id: str, gate: Callable[[], Any] | None = None
+    runtime: Runtime,
+    consent_id: str,
+    gate: Callable[[], Any] | None = None,
+    *,
+    token: SignedToken | None = None,
 ) -> ReadResult | OncevaultError:
     try:
         return await reader_of(runtime).read(
-            consent_id=consent_id, client_id="kbank", types=[TYPE], request_id=None, gate=gate
+            consent_id=consent_id,
+            token=token or signed(consent_id),
+            role="consumer",
+            types=[TYPE],
+            request_id=None,
+            gate=gate,
         )
     except OncevaultError as refused:
         return refused
@@ -147,11 +194,13 @@ async def test_a_batch_of_reads_counts_a_limited_consent_exactly(
     statements = Statements(monkeypatch, database)
     results = await together(runtime, [consent_id] * 12)
     assert runtime.audit.batches == batches + 1  # one batch, one shared run
-    # 12 reads: one statement loads the consent, one the record, one writes the count
+    # 12 reads: one statement reads the callers, one loads the consent, one the
+    # record, one writes the count
+    assert statements.count("FROM clients", "FROM revoked_tokens") == 1
     assert statements.count("FROM consents") == 1
     assert statements.count("FROM records") == 1
     assert statements.count("UPDATE consents") == 1
-    assert len(statements.sql) <= 8, statements.sql  # + the tree lock and the append
+    assert len(statements.sql) <= 9, statements.sql  # + the tree lock and the append
     assert codes(results) == ["ok"] * 5 + ["consent_exhausted"] * 7
     assert await consent_row(database, consent_id) == (6, "exhausted")
     got = await entries(database, before)
@@ -498,3 +547,102 @@ async def test_a_count_written_early_by_an_expiry_leaves_nothing_to_write_at_the
     assert codes(results) == ["ok", "consent_expired"]
     assert runtime.audit.savepoint_reruns == reruns  # the run committed as it ran
     assert await consent_row(database, consent_id) == (2, "expired")
+
+
+async def callers_of_a_batch(runtime: Runtime, database: Database) -> dict[str, SignedToken]:
+    """One consent of kbank's, read by tokens of every kind of caller: three good
+    ones, one revoked, one of a disabled client, one of a client never registered,
+    one of a client without the consumer role."""
+    consent_id = await citizen_with_consent(runtime, 60)
+    await warm(runtime, [consent_id])
+    await register(runtime, "dbank")
+    await register(runtime, "audit_office", roles=("auditor",))
+    assert runtime.clients is not None
+    await runtime.clients.change(
+        "dbank", actor=Actor("operator", "test"), reason="disabled", enabled=False
+    )
+    await ReplayRepository(database).revoke("revoked-jti", 2**40)
+    return {
+        "good 1": signed(consent_id),
+        "revoked": signed(consent_id, jti="revoked-jti"),
+        "good 2": signed(consent_id),
+        "disabled": signed(consent_id, client_id="dbank"),
+        "unknown": signed(consent_id, client_id="ghost"),
+        "no role": signed(consent_id, client_id="audit_office"),
+        "good 3": signed(consent_id),
+    }
+
+
+@pytest.mark.parametrize("run", ["shared", "one by one"])
+async def test_the_callers_of_a_batch_are_checked_in_it_and_refusals_leave_no_trace(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch, run: str
+) -> None:
+    tokens = await callers_of_a_batch(runtime, database)
+    consent_id = tokens["good 1"].consent_id
+    assert consent_id is not None
+    hits = await bucket(database)
+    before = (await runtime.audit.state()).size
+    reruns = runtime.audit.savepoint_reruns
+    if run == "one by one":  # a failed shared write: every unit on its own, no shared rows
+        flush = LockedConsents.flush
+        failures: list[int] = []
+
+        async def fail_once(self: LockedConsents) -> None:
+            if not failures:
+                failures.append(1)
+                raise StorageError("a locked consent changed before its fetches were counted")
+            await flush(self)
+
+        monkeypatch.setattr(LockedConsents, "flush", fail_once)
+    statements = Statements(monkeypatch, database)
+    gate = limited(runtime)
+    results = await asyncio.gather(
+        *(read(runtime, consent_id, gate, token=token) for token in tokens.values())
+    )
+    assert dict(zip(tokens, codes(results), strict=True)) == {
+        "good 1": "ok",
+        "revoked": "invalid_token",
+        "good 2": "ok",
+        "disabled": "invalid_token",
+        "unknown": "invalid_token",
+        "no role": "forbidden",
+        "good 3": "ok",
+    }
+    if run == "shared":
+        assert runtime.audit.savepoint_reruns == reruns
+        assert statements.count("FROM clients", "FROM revoked_tokens") == 1
+        assert not statements.count("SELECT EXISTS")  # no caller read on its own
+    else:
+        assert runtime.audit.savepoint_reruns == reruns + 1
+        assert statements.count("SELECT EXISTS", "FROM revoked_tokens") == len(tokens)
+    for refused in results:
+        if not isinstance(refused, ReadResult):  # answered as a caller, not as a read
+            assert getattr(refused, "audit_seq", None) is None
+    got = await entries(database, before)
+    assert [(e["action"], e["outcome"], e["client_id"]) for e in got] == [
+        ("data.read", "ok", "kbank")
+    ] * 3
+    assert await consent_row(database, consent_id) == (4, "active")  # warm-up + 3
+    assert await bucket(database) == hits + 3  # refused callers are not counted
+
+
+async def test_a_token_revoked_or_a_client_disabled_is_refused_on_the_next_read(
+    runtime: Runtime, database: Database
+) -> None:
+    consent_id = await citizen_with_consent(runtime, 61)
+    token = signed(consent_id)
+    assert isinstance(await read(runtime, consent_id, token=token), ReadResult)
+    await ReplayRepository(database).revoke(token.jti, 2**40)
+    assert codes([await read(runtime, consent_id, token=token)]) == ["invalid_token"]
+    other = signed(consent_id)
+    assert isinstance(await read(runtime, consent_id, token=other), ReadResult)
+    assert runtime.clients is not None
+    await runtime.clients.change(
+        "kbank", actor=Actor("operator", "test"), reason="disabled", enabled=False
+    )
+    assert codes([await read(runtime, consent_id, token=other)]) == ["invalid_token"]
+    await runtime.clients.change(
+        "kbank", actor=Actor("operator", "test"), reason="enabled", enabled=True
+    )
+    assert isinstance(await read(runtime, consent_id, token=other), ReadResult)
+    assert await consent_row(database, consent_id) == (3, "active")
