@@ -54,6 +54,18 @@ T = TypeVar("T")
 Work = Callable[[], Awaitable[tuple[T, Sequence[EntryDraft]]]]
 
 
+@dataclass
+class _Held:
+    """The tree lock an :meth:`AuditLog.transaction` took, with the state it read;
+    ``state`` is None once an append used it (a later append reads it again)."""
+
+    log: AuditLog
+    state: TreeState | None
+
+
+_HELD: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("audit_held", default=None)
+
+
 class _UnitRaised(Exception):
     """A unit raised in a batch run without savepoints: the transaction rolls back."""
 
@@ -153,9 +165,19 @@ class AuditLog:
         row, so lock order is the same everywhere (no deadlock between a batch and a
         direct writer on PostgreSQL) and seq order is commit order.
         """
-        async with self.db.transaction():
-            await self.repo.lock_state()
-            yield
+        try:
+            async with self.db.transaction():
+                held = _Held(self, await self._lock_state())
+                token = _HELD.set(held)
+                try:
+                    yield
+                finally:
+                    _HELD.reset(token)
+        except BaseException:
+            # Rolled back, or COMMIT's outcome unknown: the cached frontier may be of
+            # an append that never landed, and another writer may reach that size.
+            self._frontier_size = -1
+            raise
 
     async def append(
         self, drafts: Sequence[EntryDraft], *, validated: bool = False
@@ -169,7 +191,13 @@ class AuditLog:
             return []
         if not self.db.in_transaction():
             raise RuntimeError("AuditLog.append needs an open transaction")
-        state = await self.repo.lock_state()
+        held = _HELD.get()
+        if held is not None and held.log is self and held.state is not None:
+            # The state read when this transaction took the tree lock: nothing else
+            # can have appended since, and this is the transaction's first append.
+            state, held.state = held.state, None
+        else:
+            state = await self._lock_state()
         frontier = await self._load_frontier(state.size)
         ts = self.clock.now_ms()
         rows: list[tuple[dict[str, Any], bytes, bytes]] = []
@@ -180,17 +208,32 @@ class AuditLog:
             digest = merkle.leaf_hash(leaf)
             rows.append((entry, leaf, digest))
             stored.append(StoredEntry(seq=entry["seq"], leaf=leaf, leaf_hash=digest, entry=entry))
-        await self.repo.insert_entries(rows)
         nodes, new_frontier = merkle.append_nodes(frontier, state.size, [r[2] for r in rows])
-        await self.repo.insert_nodes(nodes)
         new_size = state.size + len(rows)
-        await self.repo.set_state(
-            TreeState(size=new_size, root_hash=merkle.root_from_frontier(new_frontier))
+        await self.repo.write_append(
+            rows,
+            nodes,
+            TreeState(size=new_size, root_hash=merkle.root_from_frontier(new_frontier)),
         )
         # Cache only after the statements succeeded; a rollback leaves a size that
         # the next append re-reads from the database and compares.
         self._frontier_size, self._frontier = new_size, new_frontier
         return stored
+
+    async def _lock_state(self) -> TreeState:
+        """Lock the tree state; on PostgreSQL the frontier of its size comes with it
+        (into the frontier cache) when the cache holds another size."""
+        state, found = await self.repo.lock_state_with_frontier(self._frontier_size)
+        if found is not None:
+            wanted = merkle.frontier_nodes(state.size)
+            if all(node in found for node in wanted):
+                self._frontier_size = state.size
+                self._frontier = [found[node] for node in wanted]
+            # Else the statement waited for the lock while another writer committed:
+            # the locked row is that writer's, but the nodes were read in the
+            # statement's older snapshot (READ COMMITTED). Nodes never change once
+            # written, so what was found is right; _load_frontier reads the rest.
+        return state
 
     async def _load_frontier(self, size: int) -> list[bytes]:
         if size == self._frontier_size:

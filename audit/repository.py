@@ -74,6 +74,92 @@ class AuditRepository:
             raise RuntimeError("audit_state row is missing")
         return TreeState(size=int(row["size"]), root_hash=_bytes(row["root_hash"]))
 
+    async def lock_state_with_frontier(
+        self, known_size: int
+    ) -> tuple[TreeState, dict[Node, bytes] | None]:
+        """:meth:`lock_state`, and on PostgreSQL in the same statement the hashes of
+        the frontier of the locked size (``merkle.frontier_nodes``: one complete
+        subtree per set bit) unless that size is ``known_size``, whose frontier the
+        caller holds. The nodes are None where they were not read.
+
+        A node can be missing: when the statement waited for the lock, the row it
+        locked is the latest, but the nodes come from the statement's snapshot, older
+        than the writer it waited for. The caller reads what is missing again."""
+        if self.db.dialect != "postgres":
+            return await self.lock_state(), None
+        rows = await self.db.fetch(
+            "SELECT s.size, s.root_hash, n.level, n.idx, n.hash"
+            " FROM (SELECT size, root_hash FROM audit_state WHERE id = 1 FOR UPDATE) AS s"
+            " LEFT JOIN LATERAL ("
+            "  SELECT a.level, a.idx, a.hash"
+            "  FROM (SELECT g FROM generate_series(0, 62) AS g"
+            "        WHERE s.size <> $1 AND (s.size >> g) & 1 = 1 OFFSET 0) AS bit"
+            "  JOIN audit_nodes AS a ON a.level = bit.g AND a.idx = (s.size >> bit.g) - 1"
+            " ) AS n ON true",
+            known_size,
+        )
+        if not rows:
+            raise RuntimeError("audit_state row is missing")
+        state = TreeState(size=int(rows[0]["size"]), root_hash=_bytes(rows[0]["root_hash"]))
+        if state.size == known_size:
+            return state, None
+        return state, {
+            Node(int(r["level"]), int(r["idx"])): _bytes(r["hash"])
+            for r in rows
+            if r["level"] is not None
+        }
+
+    async def write_append(
+        self,
+        rows: Sequence[tuple[dict[str, Any], bytes, bytes]],
+        nodes: Sequence[tuple[Node, bytes]],
+        state: TreeState,
+    ) -> None:
+        """Insert the leaves and the completed subtree hashes and set the new state:
+        on PostgreSQL one statement (two data-modifying CTEs and the update), on
+        SQLite the three statements."""
+        if self.db.dialect != "postgres":
+            await self.insert_entries(rows)
+            await self.insert_nodes(nodes)
+            await self.set_state(state)
+            return
+        columns: list[list[Any]] = [[] for _ in range(12)]
+        for entry, leaf, digest in rows:
+            values = (
+                entry["seq"],
+                leaf,
+                digest,
+                entry["ts"],
+                entry["action"],
+                entry["actor"]["type"],
+                entry["actor"]["id"],
+                entry["citizen_id"],
+                entry["client_id"],
+                entry["consent_id"],
+                entry["outcome"],
+                entry["request_id"],
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        types = ["bigint", "bytea", "bytea", "bigint"] + ["text"] * 8
+        unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
+        await self.db.execute(
+            "WITH leaves AS ("
+            " INSERT INTO audit_entries (seq, leaf, leaf_hash, ts, action, actor_type,"
+            " actor_id, citizen_id, client_id, consent_id, outcome, request_id)"
+            f" SELECT * FROM unnest({unnest})"
+            "), subtrees AS ("
+            " INSERT INTO audit_nodes (level, idx, hash)"
+            " SELECT * FROM unnest($13::integer[], $14::bigint[], $15::bytea[])"
+            ") UPDATE audit_state SET size = $16, root_hash = $17 WHERE id = 1",
+            *columns,
+            [node.level for node, _ in nodes],
+            [node.index for node, _ in nodes],
+            [digest for _, digest in nodes],
+            state.size,
+            state.root_hash,
+        )
+
     async def state(self) -> TreeState:
         row = await self.db.fetchrow("SELECT size, root_hash FROM audit_state WHERE id = 1")
         if row is None:

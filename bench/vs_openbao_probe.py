@@ -75,6 +75,7 @@ def install() -> None:
     """Wrap the read path's steps (called in each worker after fork)."""
     import api.ratelimit  # noqa: PLC0415
     import audit.log  # noqa: PLC0415
+    import audit.repository  # noqa: PLC0415
     import consent.reads  # noqa: PLC0415
     import consent.repository  # noqa: PLC0415
     import consent.service  # noqa: PLC0415
@@ -85,8 +86,13 @@ def install() -> None:
     import vault.storage  # noqa: PLC0415
 
     steps = [
-        (consent.tokens.TokenService, "verify", "auth: TokenService.verify (all)"),
+        (consent.tokens.TokenService, "check", "auth: TokenService.check (no database)"),
         (consent.repository.ClientRepository, "get_for_token", "auth: client + revoked-jti query"),
+        (
+            consent.repository.ClientRepository,
+            "for_tokens",
+            "batch: callers (clients + revoked jtis of the run)",
+        ),
         (api.ratelimit.RateLimiter, "hit", "auth: rate-limit bump (own transaction)"),
         (consent.reads.DataReader, "read", "read: DataReader.read (all)"),
         (vault.service.VaultService, "unwrap", "read: DEK unwrap (cache miss)"),
@@ -103,6 +109,13 @@ def install() -> None:
         (api.ratelimit.RateLimiter, "hit_here", "unit: rate-limit bump"),
         (consent.service.ConsentService, "count_fetch", "unit: count_fetch"),
         (audit.log.AuditLog, "append", "unit: audit append"),
+        (
+            audit.repository.AuditRepository,
+            "lock_state_with_frontier",
+            "batch: tree lock (+ frontier nodes on PostgreSQL)",
+        ),
+        (audit.repository.AuditRepository, "nodes", "batch: frontier nodes read again"),
+        (audit.repository.AuditRepository, "write_append", "batch: leaves, nodes, state written"),
         (vault.service.VaultService, "open_record", "read: decrypt (open_record)"),
         (vault.storage.Database, "_begin_immediate", "sqlite: flock + BEGIN IMMEDIATE (wait)"),
         (vault.storage.Database, "_on_writer_thread", "sqlite: writer thread (BEGIN, COMMIT)"),
