@@ -214,6 +214,7 @@ class AuditLog:
             rows,
             nodes,
             TreeState(size=new_size, root_hash=merkle.root_from_frontier(new_frontier)),
+            b"".join(new_frontier),
         )
         # Cache only after the statements succeeded; a rollback leaves a size that
         # the next append re-reads from the database and compares.
@@ -221,18 +222,18 @@ class AuditLog:
         return stored
 
     async def _lock_state(self) -> TreeState:
-        """Lock the tree state; on PostgreSQL the frontier of its size comes with it
-        (into the frontier cache) when the cache holds another size."""
-        state, found = await self.repo.lock_state_with_frontier(self._frontier_size)
-        if found is not None:
-            wanted = merkle.frontier_nodes(state.size)
-            if all(node in found for node in wanted):
-                self._frontier_size = state.size
-                self._frontier = [found[node] for node in wanted]
-            # Else the statement waited for the lock while another writer committed:
-            # the locked row is that writer's, but the nodes were read in the
-            # statement's older snapshot (READ COMMITTED). Nodes never change once
-            # written, so what was found is right; _load_frontier reads the rest.
+        """Lock the tree state; the frontier kept with it goes into the frontier cache
+        when the cache holds another size and it matches the root (else
+        :meth:`_load_frontier` reads ``audit_nodes``)."""
+        state, kept = await self.repo.lock_state_with_frontier()
+        if kept is not None and state.size != self._frontier_size:
+            frontier = [kept[i : i + 32] for i in range(0, len(kept), 32)]
+            if (
+                len(frontier) == state.size.bit_count()
+                and all(len(digest) == 32 for digest in frontier)
+                and merkle.root_from_frontier(frontier) == state.root_hash
+            ):
+                self._frontier_size, self._frontier = state.size, frontier
         return state
 
     async def _load_frontier(self, size: int) -> list[bytes]:

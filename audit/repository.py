@@ -64,64 +64,36 @@ class AuditRepository:
     def __init__(self, database: Database) -> None:
         self.db = database
 
-    async def lock_state(self) -> TreeState:
-        """Read the tree state, locking its row on PostgreSQL (SQLite holds the write lock)."""
+    async def lock_state_with_frontier(self) -> tuple[TreeState, bytes | None]:
+        """Read the tree state, locking its row on PostgreSQL (SQLite holds the write lock),
+        with the frontier kept in the state row (the hashes of
+        ``merkle.frontier_nodes(size)``, concatenated; None in a log written before
+        it was kept). Read in the row version the lock returns, so it is the latest
+        writer's even when the statement waited for that writer."""
         suffix = " FOR UPDATE" if self.db.dialect == "postgres" else ""
         row = await self.db.fetchrow(
-            "SELECT size, root_hash FROM audit_state WHERE id = 1" + suffix
+            "SELECT size, root_hash, frontier FROM audit_state WHERE id = 1" + suffix
         )
         if row is None:
             raise RuntimeError("audit_state row is missing")
-        return TreeState(size=int(row["size"]), root_hash=_bytes(row["root_hash"]))
-
-    async def lock_state_with_frontier(
-        self, known_size: int
-    ) -> tuple[TreeState, dict[Node, bytes] | None]:
-        """:meth:`lock_state`, and on PostgreSQL in the same statement the hashes of
-        the frontier of the locked size (``merkle.frontier_nodes``: one complete
-        subtree per set bit) unless that size is ``known_size``, whose frontier the
-        caller holds. The nodes are None where they were not read.
-
-        A node can be missing: when the statement waited for the lock, the row it
-        locked is the latest, but the nodes come from the statement's snapshot, older
-        than the writer it waited for. The caller reads what is missing again."""
-        if self.db.dialect != "postgres":
-            return await self.lock_state(), None
-        rows = await self.db.fetch(
-            "SELECT s.size, s.root_hash, n.level, n.idx, n.hash"
-            " FROM (SELECT size, root_hash FROM audit_state WHERE id = 1 FOR UPDATE) AS s"
-            " LEFT JOIN LATERAL ("
-            "  SELECT a.level, a.idx, a.hash"
-            "  FROM (SELECT g FROM generate_series(0, 62) AS g"
-            "        WHERE s.size <> $1 AND (s.size >> g) & 1 = 1 OFFSET 0) AS bit"
-            "  JOIN audit_nodes AS a ON a.level = bit.g AND a.idx = (s.size >> bit.g) - 1"
-            " ) AS n ON true",
-            known_size,
-        )
-        if not rows:
-            raise RuntimeError("audit_state row is missing")
-        state = TreeState(size=int(rows[0]["size"]), root_hash=_bytes(rows[0]["root_hash"]))
-        if state.size == known_size:
-            return state, None
-        return state, {
-            Node(int(r["level"]), int(r["idx"])): _bytes(r["hash"])
-            for r in rows
-            if r["level"] is not None
-        }
+        state = TreeState(size=int(row["size"]), root_hash=_bytes(row["root_hash"]))
+        kept = row["frontier"]
+        return state, None if kept is None else _bytes(kept)
 
     async def write_append(
         self,
         rows: Sequence[tuple[dict[str, Any], bytes, bytes]],
         nodes: Sequence[tuple[Node, bytes]],
         state: TreeState,
+        frontier: bytes,
     ) -> None:
-        """Insert the leaves and the completed subtree hashes and set the new state:
-        on PostgreSQL one statement (two data-modifying CTEs and the update), on
-        SQLite the three statements."""
+        """Insert the leaves and the completed subtree hashes and set the new state
+        and its frontier: on PostgreSQL one statement (two data-modifying CTEs and
+        the update), on SQLite the three statements."""
         if self.db.dialect != "postgres":
             await self.insert_entries(rows)
             await self.insert_nodes(nodes)
-            await self.set_state(state)
+            await self.set_state(state, frontier)
             return
         columns: list[list[Any]] = [[] for _ in range(12)]
         for entry, leaf, digest in rows:
@@ -151,13 +123,14 @@ class AuditRepository:
             "), subtrees AS ("
             " INSERT INTO audit_nodes (level, idx, hash)"
             " SELECT * FROM unnest($13::integer[], $14::bigint[], $15::bytea[])"
-            ") UPDATE audit_state SET size = $16, root_hash = $17 WHERE id = 1",
+            ") UPDATE audit_state SET size = $16, root_hash = $17, frontier = $18 WHERE id = 1",
             *columns,
             [node.level for node, _ in nodes],
             [node.index for node, _ in nodes],
             [digest for _, digest in nodes],
             state.size,
             state.root_hash,
+            frontier,
         )
 
     async def state(self) -> TreeState:
@@ -166,11 +139,12 @@ class AuditRepository:
             raise RuntimeError("audit_state row is missing")
         return TreeState(size=int(row["size"]), root_hash=_bytes(row["root_hash"]))
 
-    async def set_state(self, state: TreeState) -> None:
+    async def set_state(self, state: TreeState, frontier: bytes) -> None:
         await self.db.execute(
-            "UPDATE audit_state SET size = $1, root_hash = $2 WHERE id = 1",
+            "UPDATE audit_state SET size = $1, root_hash = $2, frontier = $3 WHERE id = 1",
             state.size,
             state.root_hash,
+            frontier,
         )
 
     async def insert_entries(self, rows: Sequence[tuple[dict[str, Any], bytes, bytes]]) -> None:

@@ -37,6 +37,7 @@ class AuditState(Table, tablename="audit_state"):
     id = Integer(primary_key=True)
     size = BigInt()
     root_hash = Bytea()
+    frontier = Bytea(null=True)  # merkle.frontier_nodes(size) hashes, concatenated
 
 
 class AuditCheckpoint(Table, tablename="audit_checkpoints"):
