@@ -268,14 +268,24 @@ class AuditLog:
 
     async def _drain(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-            await self._commit_batch(batch)
+            await self._commit_batch([])
+
+    def _take(self, batch: list[_Unit[Any]]) -> None:
+        """Fill an empty ``batch`` with the oldest queued units (at most ``max_batch``).
+
+        A batch is taken once its transaction holds the tree lock: the units that
+        arrived while it waited for another writer's batch join it instead of waiting
+        for the next one. Once taken it is fixed (a rerun runs the same units)."""
+        if not batch:
+            batch.extend(self._queue[: self.max_batch])
+            del self._queue[: self.max_batch]
 
     async def _commit_batch(self, batch: list[_Unit[Any]]) -> None:
-        """Commit ``batch``; run it again on a new connection when the connection was
-        lost before COMMIT was sent (everything was rolled back), at most
-        ``BATCH_RETRIES`` times. A failure at or after COMMIT is never retried: the
-        batch may have committed, so its callers get :class:`StorageError` (503)."""
+        """Commit ``batch`` (taken by the first run, :meth:`_take`); run it again on a
+        new connection when the connection was lost before COMMIT was sent (everything
+        was rolled back), at most ``BATCH_RETRIES`` times. A failure at or after
+        COMMIT is never retried: the batch may have committed, so its callers get
+        :class:`StorageError` (503)."""
         savepoints = False
         for attempt in range(BATCH_RETRIES + 1):
             try:
@@ -311,6 +321,7 @@ class AuditLog:
                     else:
                         unit.future.set_exception(result)
                 return
+            self._take(batch)  # a batch that failed before it was taken: the oldest units
             for unit in batch:
                 if not unit.future.done():
                     unit.future.set_exception(failure)
@@ -325,6 +336,7 @@ class AuditLog:
         whole transaction (:class:`_UnitRaised`; a batch of one answers its caller)."""
         outcomes: list[tuple[bool, Any]] = []
         async with self.transaction():
+            self._take(batch)
             start = 0
             while start < len(batch):
                 group = None if savepoints else batch[start].group
