@@ -124,10 +124,14 @@ async def test_an_append_rolled_back_leaves_no_frontier_to_trust(database: Datab
     first = AuditLog(database=database, clock=ManualClock())
     second = AuditLog(database=database, clock=ManualClock())
     await append(first, 1)
-    with pytest.raises(RuntimeError, match="after the append"):
+
+    async def append_then_fail() -> None:
         async with first.transaction():
             await first.append([draft(2), draft(3)])
             raise RuntimeError("after the append")
+
+    with pytest.raises(RuntimeError, match="after the append"):
+        await append_then_fail()
     await append(second, 4, 5)  # the size the failed transaction reached
     await append(first, 6)
     await assert_tree_is_right(database)
