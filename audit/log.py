@@ -133,6 +133,7 @@ class _Unit(Generic[T]):
     future: asyncio.Future[tuple[T, list[StoredEntry]]]
     group: UnitGroup | None = None
     key: Any = None
+    weight: int = 1
 
 
 class AuditLog:
@@ -249,18 +250,27 @@ class AuditLog:
     # -- group commit -------------------------------------------------------------
 
     async def run(
-        self, work: Work[T], *, group: UnitGroup | None = None, key: Any = None
+        self,
+        work: Work[T],
+        *,
+        group: UnitGroup | None = None,
+        key: Any = None,
+        weight: int = 1,
     ) -> tuple[T, list[StoredEntry]]:
         """Run ``work`` in a group-committed transaction; return its value and entries.
 
         ``group``: consecutive units of the same group in a batch share a
         :class:`SharedScope` that ``group.load`` fills from every unit's ``key``.
+        ``weight``: about how many entries the unit writes (a batch holds at most
+        ``max_batch`` of weight, or one heavier unit).
 
         Raises whatever ``work`` raised (its statements rolled back), or
         :class:`StorageError` when the batch could not commit.
         """
         loop = asyncio.get_running_loop()
-        unit: _Unit[T] = _Unit(work=work, future=loop.create_future(), group=group, key=key)
+        unit: _Unit[T] = _Unit(
+            work=work, future=loop.create_future(), group=group, key=key, weight=max(1, weight)
+        )
         self._queue.append(unit)
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain(), name="audit-group-commit")
@@ -271,14 +281,23 @@ class AuditLog:
             await self._commit_batch([])
 
     def _take(self, batch: list[_Unit[Any]]) -> None:
-        """Fill an empty ``batch`` with the oldest queued units (at most ``max_batch``).
+        """Fill an empty ``batch`` with the oldest queued units, whose weights add up
+        to at most ``max_batch`` (a heavier unit goes alone).
 
         A batch is taken once its transaction holds the tree lock: the units that
         arrived while it waited for another writer's batch join it instead of waiting
-        for the next one. Once taken it is fixed (a rerun runs the same units)."""
-        if not batch:
-            batch.extend(self._queue[: self.max_batch])
-            del self._queue[: self.max_batch]
+        for the next one. Once taken it is fixed (a rerun runs the same units). The
+        weight bound keeps what one batch holds in memory, and how long it holds the
+        lock, to about one bulk request's worth."""
+        if batch:
+            return
+        taken, weight = 0, 0
+        for unit in self._queue:
+            if taken and weight + unit.weight > self.max_batch:
+                break
+            taken, weight = taken + 1, weight + unit.weight
+        batch.extend(self._queue[:taken])
+        del self._queue[:taken]
 
     async def _commit_batch(self, batch: list[_Unit[Any]]) -> None:
         """Commit ``batch`` (taken by the first run, :meth:`_take`); run it again on a

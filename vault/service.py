@@ -603,7 +603,7 @@ class VaultService:
                 drafts.extend(await on_stored(announced))
             return (results, present), drafts
 
-        (results, present), _ = await self.audit.run(work)
+        (results, present), _ = await self.audit.run(work, weight=len(requests))
         for row in new_deks:
             if row.dek_id in present:
                 self.cache.put(

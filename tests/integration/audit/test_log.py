@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -296,3 +297,93 @@ async def test_twin_without_retries_the_callers_see_the_lost_connection(
     with pytest.raises(StorageError, match="connection lost"):
         await log.run(work)
     assert await _all_leaves(database) == []
+
+
+class Batches:
+    """The units of each batch ``audit`` commits, by the tags their work returns (units
+    of one batch run before its commit counts it)."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+        self.ran: list[tuple[int, str]] = []
+
+    def unit(self, tag: str, weight: int = 1) -> Any:
+        async def work() -> tuple[str, Sequence[EntryDraft]]:
+            self.ran.append((self.audit.batches, tag))
+            return tag, [draft(len(tag))]
+
+        return self.audit.run(work, weight=weight)
+
+    @property
+    def seen(self) -> list[list[str]]:
+        groups: dict[int, list[str]] = {}
+        for batch, tag in self.ran:
+            groups.setdefault(batch, []).append(tag)
+        return list(groups.values())
+
+
+async def while_the_tree_lock_is_held(
+    database: Database, queue: Any, *, holder: AuditLog | None = None
+) -> list[Any]:
+    """Run ``queue()`` (which queues units) while another log's transaction holds the
+    tree lock; the units' batch must wait for it. Returns the units' results."""
+    holder = holder or AuditLog(database=database, clock=ManualClock())
+    locked, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with holder.transaction():
+            locked.set()
+            await release.wait()
+
+    holding = asyncio.create_task(hold())
+    await locked.wait()
+    pending = queue()
+    await asyncio.sleep(0.05)  # the batch has started and waits for the lock
+    release.set()
+    await holding
+    return list(await asyncio.gather(*pending))
+
+
+async def test_units_that_arrive_while_a_batch_waits_for_the_lock_join_it(
+    database: Database,
+) -> None:
+    audit = AuditLog(database=database, clock=ManualClock())
+    batches = Batches(audit)
+
+    def queue() -> list[Any]:
+        first = asyncio.ensure_future(batches.unit("a"))
+
+        async def later(tag: str) -> str:
+            await asyncio.sleep(0.01)  # queued after the batch began waiting
+            value, _ = await batches.unit(tag)
+            return str(value)
+
+        return [first, asyncio.ensure_future(later("b")), asyncio.ensure_future(later("c"))]
+
+    results = await while_the_tree_lock_is_held(database, queue)
+    assert [r if isinstance(r, str) else r[0] for r in results] == ["a", "b", "c"]
+    assert audit.batches == 1
+    assert batches.seen == [["a", "b", "c"]]
+    assert [s for s, _ in await _all_leaves(database)] == [0, 1, 2]
+
+
+async def test_a_heavy_unit_goes_alone_and_light_ones_share_a_batch(database: Database) -> None:
+    audit = AuditLog(database=database, clock=ManualClock(), max_batch=10)
+    batches = Batches(audit)
+
+    def queue() -> list[Any]:
+        return [
+            asyncio.ensure_future(batches.unit("l1")),
+            asyncio.ensure_future(batches.unit("l2", weight=4)),
+            asyncio.ensure_future(batches.unit("heavy", weight=1000)),  # over max_batch
+            asyncio.ensure_future(batches.unit("l3", weight=5)),
+            asyncio.ensure_future(batches.unit("l4", weight=5)),
+            asyncio.ensure_future(batches.unit("l5")),
+        ]
+
+    results = await while_the_tree_lock_is_held(database, queue)
+    assert [value for value, _ in results] == ["l1", "l2", "heavy", "l3", "l4", "l5"]
+    # In queue order, each batch at most 10 of weight, a heavier unit alone.
+    assert batches.seen == [["l1", "l2"], ["heavy"], ["l3", "l4"], ["l5"]]
+    assert audit.batches == 4
+    assert [s for s, _ in await _all_leaves(database)] == list(range(6))
