@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from audit.log import AuditLog
@@ -104,20 +104,13 @@ class ProofUse:
 
 @dataclass(frozen=True)
 class AccessPrincipal:
-    """A verified access token plus the client's live registration.
-
-    ``proof_use`` is set when :meth:`TokenService.verify` was asked to defer the DPoP
-    proof's replay record: the caller must record it (:meth:`TokenService.use_proof_here`)
-    in the same transaction as the request's effect, and refuse the request if the
-    proof was seen before.
-    """
+    """A verified access token plus the client's live registration."""
 
     client: Client
     scope: frozenset[str]
     consent_id: str | None
     jti: str
     expires_at: int
-    proof_use: ProofUse | None = None
 
     def require(self, role: str) -> None:
         """Raise Forbidden unless the token grants ``role`` and the client holds it."""
@@ -152,7 +145,6 @@ class SignedToken:
             consent_id=self.consent_id,
             jti=self.jti,
             expires_at=self.expires_at,
-            proof_use=self.proof_use,
         )
 
 
@@ -399,22 +391,17 @@ class TokenService:
         dpop_proof: str | None,
         htm: str,
         htu: str,
-        defer_proof_use: bool = False,
     ) -> AccessPrincipal:
         """Verify the ``Authorization`` header of a resource request (DESIGN section 6):
-        :meth:`check`, then the live registration and revocation list in one query.
-
-        ``defer_proof_use=True``: a DPoP proof is checked completely but its single use
-        is returned as ``proof_use`` for the caller's unit to record (no transaction of
-        its own).
-        """
+        :meth:`check`, then the live registration and revocation list in one query,
+        then a DPoP proof's single use, in a transaction of its own. (The consented
+        reads do these steps themselves, inside their unit: consent/reads.py.)"""
         token = self.check(authorization, dpop_proof=dpop_proof, htm=htm, htu=htu)
         principal = await self.caller(token)
-        if token.proof_use is not None and not defer_proof_use:
+        if token.proof_use is not None:
             refused = await self._use_proof(token.proof_use, here=False)
             if refused is not None:
                 raise refused
-            return replace(principal, proof_use=None)
         return principal
 
     async def caller(self, token: SignedToken) -> AccessPrincipal:
