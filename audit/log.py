@@ -147,9 +147,10 @@ class AuditLog:
         self._queue: list[_Unit[Any]] = []
         self._worker: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
-        # Frontier cache keyed by tree size: the log is append-only, so a size
-        # determines its frontier; another process's appends change the size.
-        self._frontier_size = -1
+        # Frontier cache keyed by the tree state (size and root) it is the frontier
+        # of: another process's appends, an append rolled back, a restored database
+        # all leave a state the cache does not match.
+        self._frontier_of: TreeState | None = None
         self._frontier: list[bytes] = []
         self.batches = 0
         self.committed_units = 0
@@ -173,11 +174,12 @@ class AuditLog:
                 try:
                     yield
                 finally:
+                    held.state = None  # a task started inside must not use it later
                     _HELD.reset(token)
         except BaseException:
             # Rolled back, or COMMIT's outcome unknown: the cached frontier may be of
             # an append that never landed, and another writer may reach that size.
-            self._frontier_size = -1
+            self._frontier_of = None
             raise
 
     async def append(
@@ -199,7 +201,7 @@ class AuditLog:
             state, held.state = held.state, None
         else:
             state = await self._lock_state()
-        frontier = await self._load_frontier(state.size)
+        frontier = await self._load_frontier(state)
         ts = self.clock.now_ms()
         rows: list[tuple[dict[str, Any], bytes, bytes]] = []
         stored: list[StoredEntry] = []
@@ -211,15 +213,11 @@ class AuditLog:
             stored.append(StoredEntry(seq=entry["seq"], leaf=leaf, leaf_hash=digest, entry=entry))
         nodes, new_frontier = merkle.append_nodes(frontier, state.size, [r[2] for r in rows])
         new_size = state.size + len(rows)
-        await self.repo.write_append(
-            rows,
-            nodes,
-            TreeState(size=new_size, root_hash=merkle.root_from_frontier(new_frontier)),
-            b"".join(new_frontier),
-        )
+        new_state = TreeState(size=new_size, root_hash=merkle.root_from_frontier(new_frontier))
+        await self.repo.write_append(rows, nodes, new_state, b"".join(new_frontier))
         # Cache only after the statements succeeded; a rollback leaves a size that
         # the next append re-reads from the database and compares.
-        self._frontier_size, self._frontier = new_size, new_frontier
+        self._frontier_of, self._frontier = new_state, new_frontier
         return stored
 
     async def _lock_state(self) -> TreeState:
@@ -227,25 +225,32 @@ class AuditLog:
         when the cache holds another size and it matches the root (else
         :meth:`_load_frontier` reads ``audit_nodes``)."""
         state, kept = await self.repo.lock_state_with_frontier()
-        if kept is not None and state.size != self._frontier_size:
+        if kept is not None and state != self._frontier_of:
             frontier = [kept[i : i + 32] for i in range(0, len(kept), 32)]
             if (
                 len(frontier) == state.size.bit_count()
                 and all(len(digest) == 32 for digest in frontier)
                 and merkle.root_from_frontier(frontier) == state.root_hash
             ):
-                self._frontier_size, self._frontier = state.size, frontier
+                self._frontier_of, self._frontier = state, frontier
         return state
 
-    async def _load_frontier(self, size: int) -> list[bytes]:
-        if size == self._frontier_size:
+    async def _load_frontier(self, state: TreeState) -> list[bytes]:
+        """The frontier of ``state``: the cached one when it was cached for this very
+        size and root (an append rolled back, or a restored database, then leave a
+        cache that no longer matches), else read from ``audit_nodes`` and checked
+        against the root."""
+        if state == self._frontier_of:
             return list(self._frontier)
-        wanted = merkle.frontier_nodes(size)
+        wanted = merkle.frontier_nodes(state.size)
         found = await self.repo.nodes(wanted)
         try:
-            return [found[node] for node in wanted]
+            frontier = [found[node] for node in wanted]
         except KeyError:
             raise StorageError("audit tree nodes are missing") from None
+        if merkle.root_from_frontier(frontier) != state.root_hash:
+            raise StorageError("audit tree nodes do not match the tree state")
+        return frontier
 
     # -- group commit -------------------------------------------------------------
 
@@ -311,7 +316,7 @@ class AuditLog:
                 try:
                     outcomes = await self._try_batch(batch, savepoints=savepoints)
                 except _UnitRaised as raised:
-                    self._frontier_size = -1
+                    self._frontier_of = None
                     if len(batch) == 1:  # nothing else to keep: its caller gets the error
                         outcomes = [(False, raised.error)]
                     else:
@@ -319,14 +324,14 @@ class AuditLog:
                         savepoints = True
                         outcomes = await self._try_batch(batch, savepoints=True)
             except ConnectionLostBeforeCommit as exc:
-                self._frontier_size = -1
+                self._frontier_of = None
                 if attempt < BATCH_RETRIES:
                     self.retried_batches += 1
                     log.warning("audit.batch_retried", units=len(batch), attempt=attempt + 1)
                     continue
                 failure: StorageError = exc
             except Exception as exc:  # noqa: BLE001 - commit failed: nobody's unit is durable
-                self._frontier_size = -1
+                self._frontier_of = None
                 failure = exc if isinstance(exc, StorageError) else StorageError("commit failed")
                 log.warning("audit.batch_failed", error=exc.__class__.__name__, units=len(batch))
             else:

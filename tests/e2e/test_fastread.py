@@ -23,6 +23,7 @@ from tests.reliability.scenario import Home, setup_home, token
 from vault.clock import ManualClock
 from vault.errors import KeyProviderUnavailable
 from vault.keys import UnwrapRequest
+from vault.service import Actor
 
 #: Differ between two equal answers.
 VOLATILE_HEADERS = {"x-request-id", "x-audit-seq", "date"}
@@ -313,3 +314,69 @@ def test_a_layer_the_fast_path_would_skip_stops_the_app(
     monkeypatch.setattr(HTTPRouteHandler, "resolve_guards", lambda self: [guard])
     with pytest.raises(RuntimeError, match="skips guards"):
         create_app(local_settings(tmp_path))
+
+
+async def dpop_bound(local: Local, consent_id: str) -> str:
+    kbank = local.clients["kbank"]
+    issued = await local.http.post(
+        "/oauth/token",
+        data=kbank.token_form(local.base_url, consent_id=consent_id),
+        headers={"DPoP": kbank.dpop("POST", local.base_url + "/oauth/token")},
+    )
+    assert issued.status_code == 200, issued.text
+    return str(issued.json()["access_token"])
+
+
+async def test_a_refused_caller_spends_no_proof_and_leaves_no_entry(
+    local: Local, home: Home
+) -> None:
+    """The caller is checked inside the read's unit, before the proof's single use is
+    recorded: a disabled client's read is 401 ``invalid_token`` with nothing written,
+    and the same proof is still good once the client is enabled again."""
+    bound = await dpop_bound(local, next(iter(home.tokens)))
+    path = "/v1/data/income_certificate"
+    kbank = local.clients["kbank"]
+    headers = {
+        "Authorization": f"DPoP {bound}",
+        "DPoP": kbank.dpop("GET", local.base_url + path, token=bound),
+    }
+    assert local.runtime.clients is not None
+    operator = Actor("operator", "test")
+    await local.runtime.clients.disable("kbank", actor=operator)
+    before = (await local.runtime.audit.state()).size
+    refused = await local.http.get(path, headers=headers)
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "invalid_token"
+    assert "www-authenticate" in refused.headers
+    assert (await local.runtime.audit.state()).size == before
+    await local.runtime.clients.enable("kbank", actor=operator)
+    assert (await local.http.get(path, headers=headers)).status_code == 200
+    replayed = await local.http.get(path, headers=headers)
+    assert replayed.status_code == 401
+    assert replayed.json()["code"] == "invalid_dpop_proof"
+
+
+async def test_a_revoked_token_with_a_bad_proof_is_refused_for_the_proof(
+    local: Local, home: Home, twice: Twice
+) -> None:
+    """The order of refusals (docs/decisions.md): the checks that need no database, the
+    DPoP proof's among them, come before the live ones (revocation, the client's
+    registration). Both answers are 401; this pins which one."""
+    bound = await dpop_bound(local, next(iter(home.tokens)))
+    kbank = local.clients["kbank"]
+    form = kbank.token_form(local.base_url)
+    form.pop("grant_type")
+    form["token"] = bound
+    assert (await local.http.post("/oauth/revoke", data=form)).status_code == 200
+    path = "/v1/data/income_certificate"
+    url = local.base_url + path
+    cases = {
+        "invalid_dpop_proof": kbank.dpop("POST", url, token=bound),  # wrong method
+        "invalid_token": kbank.dpop("GET", url, token=bound),  # a good proof: revoked
+    }
+    for code, proof in cases.items():
+        fast, slow = await twice.both(path, {"Authorization": f"DPoP {bound}", "DPoP": proof})
+        assert fast == slow, code
+        assert fast["status"] == 401
+        assert f'"code":"{code}"'.encode() in fast["body"]
+        assert fast["appended"] == []

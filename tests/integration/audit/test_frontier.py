@@ -15,6 +15,7 @@ from audit.log import AuditLog
 from audit.models import EntryDraft
 from tests import independent_verifier as ref
 from vault.clock import ManualClock
+from vault.errors import StorageError
 from vault.storage import Database
 
 
@@ -135,3 +136,49 @@ async def test_an_append_rolled_back_leaves_no_frontier_to_trust(database: Datab
     await append(second, 4, 5)  # the size the failed transaction reached
     await append(first, 6)
     await assert_tree_is_right(database)
+
+
+async def test_an_append_rolled_back_in_a_plain_transaction_is_not_trusted_either(
+    database: Database,
+) -> None:
+    """``append`` also runs inside a transaction opened without ``AuditLog.transaction``
+    (bench/audit_scale.py does): the cache is keyed by size *and* root, so a rolled-back
+    append's cache never matches a state another writer reached."""
+    first = AuditLog(database=database, clock=ManualClock())
+    second = AuditLog(database=database, clock=ManualClock())
+    await append(first, 1)
+
+    async def append_then_fail() -> None:
+        async with database.transaction():
+            await first.append([draft(2), draft(3)])
+            raise RuntimeError("after the append")
+
+    with pytest.raises(RuntimeError, match="after the append"):
+        await append_then_fail()
+    await append(second, 4, 5)
+    # As an older version's append would leave it: no kept frontier to fall back on.
+    await database.execute("UPDATE audit_state SET frontier = NULL")
+    await append(first, 6)
+    await assert_tree_is_right(database)
+
+
+async def test_two_appends_in_one_transaction_each_read_the_tree(database: Database) -> None:
+    """The state taken with the tree lock serves the transaction's first append only."""
+    audit = AuditLog(database=database, clock=ManualClock())
+    await append(audit, 1)
+    async with audit.transaction():
+        first = await audit.append([draft(2)])
+        second = await audit.append([draft(3), draft(4)])
+    assert [e.seq for e in first + second] == [1, 2, 3]
+    await assert_tree_is_right(database)
+
+
+async def test_nodes_that_do_not_fold_to_the_root_are_refused(database: Database) -> None:
+    first = AuditLog(database=database, clock=ManualClock())
+    await append(first, *range(6))
+    await database.execute("UPDATE audit_state SET frontier = NULL")
+    await database.execute("UPDATE audit_nodes SET hash = $1 WHERE level = 1", b"\x09" * 32)
+    second = AuditLog(database=database, clock=ManualClock())
+    with pytest.raises(StorageError, match="do not match the tree state"):
+        await append(second, 6)
+    assert (await kept(database))[0] == 6  # nothing appended

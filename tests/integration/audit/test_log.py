@@ -322,12 +322,11 @@ class Batches:
         return list(groups.values())
 
 
-async def while_the_tree_lock_is_held(
-    database: Database, queue: Any, *, holder: AuditLog | None = None
-) -> list[Any]:
-    """Run ``queue()`` (which queues units) while another log's transaction holds the
-    tree lock; the units' batch must wait for it. Returns the units' results."""
-    holder = holder or AuditLog(database=database, clock=ManualClock())
+async def while_the_tree_lock_is_held(database: Database, audit: AuditLog, queue: Any) -> list[Any]:
+    """Run ``queue()`` (which queues units on ``audit``) while another log's transaction
+    holds the tree lock, until every unit is queued; the units' batch must wait for the
+    lock meanwhile. Returns the units' results."""
+    holder = AuditLog(database=database, clock=ManualClock())
     locked, release = asyncio.Event(), asyncio.Event()
 
     async def hold() -> None:
@@ -338,7 +337,11 @@ async def while_the_tree_lock_is_held(
     holding = asyncio.create_task(hold())
     await locked.wait()
     pending = queue()
-    await asyncio.sleep(0.05)  # the batch has started and waits for the lock
+    for _ in range(500):  # every unit queued (none taken: the batch waits for the lock)
+        if len(audit._queue) == len(pending):
+            break
+        await asyncio.sleep(0.01)
+    assert len(audit._queue) == len(pending)
     release.set()
     await holding
     return list(await asyncio.gather(*pending))
@@ -360,7 +363,7 @@ async def test_units_that_arrive_while_a_batch_waits_for_the_lock_join_it(
 
         return [first, asyncio.ensure_future(later("b")), asyncio.ensure_future(later("c"))]
 
-    results = await while_the_tree_lock_is_held(database, queue)
+    results = await while_the_tree_lock_is_held(database, audit, queue)
     assert [r if isinstance(r, str) else r[0] for r in results] == ["a", "b", "c"]
     assert audit.batches == 1
     assert batches.seen == [["a", "b", "c"]]
@@ -381,7 +384,7 @@ async def test_a_heavy_unit_goes_alone_and_light_ones_share_a_batch(database: Da
             asyncio.ensure_future(batches.unit("l5")),
         ]
 
-    results = await while_the_tree_lock_is_held(database, queue)
+    results = await while_the_tree_lock_is_held(database, audit, queue)
     assert [value for value, _ in results] == ["l1", "l2", "heavy", "l3", "l4", "l5"]
     # In queue order, each batch at most 10 of weight, a heavier unit alone.
     assert batches.seen == [["l1", "l2"], ["heavy"], ["l3", "l4"], ["l5"]]
