@@ -60,6 +60,24 @@ def _stored(row: dict[str, Any]) -> StoredEntry:
     )
 
 
+def _entry_values(entry: dict[str, Any], leaf: bytes, digest: bytes) -> tuple[Any, ...]:
+    """An ``audit_entries`` row, in the column order of the inserts below."""
+    return (
+        entry["seq"],
+        leaf,
+        digest,
+        entry["ts"],
+        entry["action"],
+        entry["actor"]["type"],
+        entry["actor"]["id"],
+        entry["citizen_id"],
+        entry["client_id"],
+        entry["consent_id"],
+        entry["outcome"],
+        entry["request_id"],
+    )
+
+
 class AuditRepository:
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -96,22 +114,8 @@ class AuditRepository:
             await self.set_state(state, frontier)
             return
         columns: list[list[Any]] = [[] for _ in range(12)]
-        for entry, leaf, digest in rows:
-            values = (
-                entry["seq"],
-                leaf,
-                digest,
-                entry["ts"],
-                entry["action"],
-                entry["actor"]["type"],
-                entry["actor"]["id"],
-                entry["citizen_id"],
-                entry["client_id"],
-                entry["consent_id"],
-                entry["outcome"],
-                entry["request_id"],
-            )
-            for column, value in zip(columns, values, strict=True):
+        for row in rows:
+            for column, value in zip(columns, _entry_values(*row), strict=True):
                 column.append(value)
         types = ["bigint", "bytea", "bytea", "bigint"] + ["text"] * 8
         unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
@@ -153,23 +157,7 @@ class AuditRepository:
             "INSERT INTO audit_entries (seq, leaf, leaf_hash, ts, action, actor_type, actor_id,"
             " citizen_id, client_id, consent_id, outcome, request_id)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            [
-                (
-                    entry["seq"],
-                    leaf,
-                    digest,
-                    entry["ts"],
-                    entry["action"],
-                    entry["actor"]["type"],
-                    entry["actor"]["id"],
-                    entry["citizen_id"],
-                    entry["client_id"],
-                    entry["consent_id"],
-                    entry["outcome"],
-                    entry["request_id"],
-                )
-                for entry, leaf, digest in rows
-            ],
+            [_entry_values(*row) for row in rows],
         )
 
     async def insert_nodes(self, nodes: Sequence[tuple[Node, bytes]]) -> None:

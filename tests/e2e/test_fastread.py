@@ -220,16 +220,8 @@ async def test_revoked_rate_limited_and_failing_reads_are_the_handlers_answers(
 async def test_dpop_bound_reads_are_the_handlers_answers(
     local: Local, home: Home, twice: Twice
 ) -> None:
-    consent_id = next(iter(home.tokens))
     kbank = local.clients["kbank"]
-    issued = await local.http.post(
-        "/oauth/token",
-        data=kbank.token_form(local.base_url, consent_id=consent_id),
-        headers={"DPoP": kbank.dpop("POST", local.base_url + "/oauth/token")},
-    )
-    assert issued.status_code == 200, issued.text
-    assert issued.json()["token_type"] == "DPoP"
-    bound = issued.json()["access_token"]
+    bound = await dpop_bound(local, next(iter(home.tokens)))
     path = "/v1/data/income_certificate"
     url = local.base_url + path
 
@@ -324,6 +316,7 @@ async def dpop_bound(local: Local, consent_id: str) -> str:
         headers={"DPoP": kbank.dpop("POST", local.base_url + "/oauth/token")},
     )
     assert issued.status_code == 200, issued.text
+    assert issued.json()["token_type"] == "DPoP"
     return str(issued.json()["access_token"])
 
 

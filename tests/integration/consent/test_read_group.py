@@ -178,6 +178,22 @@ class Statements:
         return sum(1 for sql in self.sql if all(f in sql for f in fragments))
 
 
+def fail_the_first_flush(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first run's shared write of fetch counts fails (the batch then runs again
+    unit by unit with savepoints); returns the list the failure is noted in."""
+    flush = LockedConsents.flush
+    failures: list[int] = []
+
+    async def fail_once(self: LockedConsents) -> None:
+        if not failures:
+            failures.append(1)
+            raise StorageError("a locked consent changed before its fetches were counted")
+        await flush(self)
+
+    monkeypatch.setattr(LockedConsents, "flush", fail_once)
+    return failures
+
+
 async def warm(runtime: Runtime, consent_ids: Sequence[str]) -> None:
     """One read each, so the DEKs are in memory and the next reads need one batch."""
     for consent_id in consent_ids:
@@ -290,16 +306,7 @@ async def test_a_failed_shared_write_runs_the_batch_again_one_by_one(
     consent_ids = [await citizen_with_consent(runtime, 10 + n, max_fetches=3) for n in range(3)]
     await warm(runtime, consent_ids)
     before = (await runtime.audit.state()).size
-    flush = LockedConsents.flush
-    failures = []
-
-    async def fail_once(self: LockedConsents) -> None:
-        if not failures:
-            failures.append(1)
-            raise StorageError("a locked consent changed before its fetches were counted")
-        await flush(self)
-
-    monkeypatch.setattr(LockedConsents, "flush", fail_once)
+    failures = fail_the_first_flush(monkeypatch)
     reruns = runtime.audit.savepoint_reruns
     results = await together(runtime, consent_ids * 3)
     assert failures == [1]
@@ -584,16 +591,7 @@ async def test_the_callers_of_a_batch_are_checked_in_it_and_refusals_leave_no_tr
     before = (await runtime.audit.state()).size
     reruns = runtime.audit.savepoint_reruns
     if run == "one by one":  # a failed shared write: every unit on its own, no shared rows
-        flush = LockedConsents.flush
-        failures: list[int] = []
-
-        async def fail_once(self: LockedConsents) -> None:
-            if not failures:
-                failures.append(1)
-                raise StorageError("a locked consent changed before its fetches were counted")
-            await flush(self)
-
-        monkeypatch.setattr(LockedConsents, "flush", fail_once)
+        fail_the_first_flush(monkeypatch)
     statements = Statements(monkeypatch, database)
     gate = limited(runtime)
     results = await asyncio.gather(
