@@ -215,14 +215,14 @@ class AuditLog:
         new_size = state.size + len(rows)
         new_state = TreeState(size=new_size, root_hash=merkle.root_from_frontier(new_frontier))
         await self.repo.write_append(rows, nodes, new_state, b"".join(new_frontier))
-        # Cache only after the statements succeeded; a rollback leaves a size that
-        # the next append re-reads from the database and compares.
+        # Cache only after the statements succeeded. If the transaction rolls back,
+        # the cache is keyed by a state the database does not hold, and never matches.
         self._frontier_of, self._frontier = new_state, new_frontier
         return stored
 
     async def _lock_state(self) -> TreeState:
         """Lock the tree state; the frontier kept with it goes into the frontier cache
-        when the cache holds another size and it matches the root (else
+        when the cache holds another state and it folds to the root (else
         :meth:`_load_frontier` reads ``audit_nodes``)."""
         state, kept = await self.repo.lock_state_with_frontier()
         if kept is not None and state != self._frontier_of:
