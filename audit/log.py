@@ -146,10 +146,10 @@ class AuditLog:
         self.max_batch = max_batch
         self._queue: list[_Unit[Any]] = []
         self._worker: asyncio.Task[None] | None = None
-        self._wakeup = asyncio.Event()
         # Frontier cache keyed by the tree state (size and root) it is the frontier
         # of: another process's appends, an append rolled back, a restored database
-        # all leave a state the cache does not match.
+        # all leave a state the cache does not match, and a root names one tree, so
+        # nothing ever needs to drop it.
         self._frontier_of: TreeState | None = None
         self._frontier: list[bytes] = []
         self.batches = 0
@@ -167,20 +167,14 @@ class AuditLog:
         row, so lock order is the same everywhere (no deadlock between a batch and a
         direct writer on PostgreSQL) and seq order is commit order.
         """
-        try:
-            async with self.db.transaction():
-                held = _Held(self, await self._lock_state())
-                token = _HELD.set(held)
-                try:
-                    yield
-                finally:
-                    held.state = None  # a task started inside must not use it later
-                    _HELD.reset(token)
-        except BaseException:
-            # Rolled back, or COMMIT's outcome unknown: the cached frontier may be of
-            # an append that never landed, and another writer may reach that size.
-            self._frontier_of = None
-            raise
+        async with self.db.transaction():
+            held = _Held(self, await self._lock_state())
+            token = _HELD.set(held)
+            try:
+                yield
+            finally:
+                held.state = None  # a task started inside must not use it later
+                _HELD.reset(token)
 
     async def append(
         self, drafts: Sequence[EntryDraft], *, validated: bool = False
@@ -316,7 +310,6 @@ class AuditLog:
                 try:
                     outcomes = await self._try_batch(batch, savepoints=savepoints)
                 except _UnitRaised as raised:
-                    self._frontier_of = None
                     if len(batch) == 1:  # nothing else to keep: its caller gets the error
                         outcomes = [(False, raised.error)]
                     else:
@@ -324,14 +317,12 @@ class AuditLog:
                         savepoints = True
                         outcomes = await self._try_batch(batch, savepoints=True)
             except ConnectionLostBeforeCommit as exc:
-                self._frontier_of = None
                 if attempt < BATCH_RETRIES:
                     self.retried_batches += 1
                     log.warning("audit.batch_retried", units=len(batch), attempt=attempt + 1)
                     continue
                 failure: StorageError = exc
             except Exception as exc:  # noqa: BLE001 - commit failed: nobody's unit is durable
-                self._frontier_of = None
                 failure = exc if isinstance(exc, StorageError) else StorageError("commit failed")
                 log.warning("audit.batch_failed", error=exc.__class__.__name__, units=len(batch))
             else:

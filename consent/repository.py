@@ -472,24 +472,16 @@ class ClientRepository:
         return _client(row) if row else None
 
     async def get_for_token(self, client_id: str, jti: str) -> tuple[Client | None, bool]:
-        """The live registration and whether the token ``jti`` is revoked: one query."""
-        row = await self.db.fetchrow(
-            "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $2) AS revoked, "
-            + ", ".join(f"c.{column}" for column in _CLIENT_COLUMNS.split(", "))
-            + " FROM (SELECT 1 AS one) AS anchor"
-            " LEFT JOIN clients AS c ON c.client_id = $1",
-            client_id,
-            jti,
-        )
-        assert row is not None  # the anchor row is always there
-        client = _client(row) if row["client_id"] is not None else None
-        return client, bool(row["revoked"])
+        """The live registration (None: no such client) and whether the token ``jti``
+        is revoked: one query."""
+        return (await self.for_tokens([(client_id, jti)]))[(client_id, jti)]
 
     async def for_tokens(
         self, pairs: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[Client | None, bool]]:
-        """:meth:`get_for_token` for every ``(client_id, jti)`` of a run of requests,
-        in one statement: the clients' rows, then the revoked ``jti``s among them."""
+        """The live registration and revocation status of every ``(client_id, jti)`` of
+        a run of requests, in one statement: the clients' rows, then the revoked
+        ``jti``s among them."""
         client_ids = sorted({client_id for client_id, _ in pairs})
         jtis = sorted({jti for _, jti in pairs})
         nulls = ", ".join(["NULL"] * (len(_CLIENT_COLUMNS.split(", ")) - 1))

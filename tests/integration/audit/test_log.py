@@ -337,13 +337,15 @@ async def while_the_tree_lock_is_held(database: Database, audit: AuditLog, queue
     holding = asyncio.create_task(hold())
     await locked.wait()
     pending = queue()
-    for _ in range(500):  # every unit queued (none taken: the batch waits for the lock)
-        if len(audit._queue) == len(pending):
-            break
-        await asyncio.sleep(0.01)
-    assert len(audit._queue) == len(pending)
-    release.set()
-    await holding
+    try:
+        for _ in range(500):  # every unit queued (none taken: the batch waits for the lock)
+            if len(audit._queue) == len(pending):
+                break
+            await asyncio.sleep(0.01)
+        assert len(audit._queue) == len(pending)
+    finally:  # a failed check must not leave the lock held (teardown would hang)
+        release.set()
+        await holding
     return list(await asyncio.gather(*pending))
 
 
