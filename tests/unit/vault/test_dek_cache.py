@@ -13,9 +13,12 @@ def test_hits_misses_and_generation() -> None:
     cache.put("dek_a", 1, b"k" * 32)
     assert cache.get("dek_a", 1) == b"k" * 32
     assert cache.get("dek_a", 2) is None  # a rewrapped row is another key
+    cache.put("dek_a", 2, b"n" * 32)  # the rewrapped key replaces the old one
+    assert cache.get("dek_a", 1) is None
+    assert cache.get("dek_a", 2) == b"n" * 32
     clock.advance(seconds=61)
     assert cache.get("dek_a", 1) is None
-    assert (cache.hits, cache.misses) == (1, 2)
+    assert (cache.hits, cache.misses) == (2, 3)
 
 
 def test_expired_keys_leave_memory_without_being_asked_for() -> None:
@@ -25,7 +28,7 @@ def test_expired_keys_leave_memory_without_being_asked_for() -> None:
         cache.put(f"dek_{n}", 1, bytes(32))
     clock.advance(seconds=61)
     cache.put("dek_new", 1, bytes(32))  # any use sweeps the expired ones
-    assert list(cache._entries) == [("dek_new", 1)]
+    assert list(cache._entries) == ["dek_new"]
     clock.advance(seconds=30)
     assert cache.get("dek_new", 1) is not None
 
@@ -35,7 +38,31 @@ def test_bounded_and_off() -> None:
     cache = DekCache(clock=clock, ttl_seconds=60, max_entries=3)
     for n in range(5):
         cache.put(f"dek_{n}", 1, bytes(32))
-    assert [k for k, _ in cache._entries] == ["dek_2", "dek_3", "dek_4"]
+    assert list(cache._entries) == ["dek_2", "dek_3", "dek_4"]
     off = DekCache(clock=clock, ttl_seconds=0)
     off.put("dek_a", 1, bytes(32))
     assert off.get("dek_a", 1) is None and not off._entries
+
+
+def test_least_recently_used_goes_first_and_forget_drops_by_id() -> None:
+    clock = ManualClock()
+    cache = DekCache(clock=clock, ttl_seconds=60, max_entries=2)
+    cache.put("dek_a", 1, b"a" * 32)
+    cache.put("dek_b", 1, b"b" * 32)
+    assert cache.get("dek_a", 1) == b"a" * 32  # a is now the most recent
+    cache.put("dek_c", 7, b"c" * 32)
+    assert list(cache._entries) == ["dek_a", "dek_c"]
+    cache.forget(["dek_a", "dek_unknown"])
+    assert cache.get("dek_a", 1) is None
+    assert cache.get("dek_c", 7) == b"c" * 32
+
+
+def test_a_key_expires_exactly_at_its_ttl() -> None:
+    clock = ManualClock()
+    cache = DekCache(clock=clock, ttl_seconds=60)
+    cache.put("dek_a", 3, b"k" * 32)
+    clock.advance(ms=59_999)
+    assert cache.get("dek_a", 3) == b"k" * 32
+    clock.advance(ms=1)
+    assert cache.get("dek_a", 3) is None
+    assert not cache._entries
