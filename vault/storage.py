@@ -67,9 +67,11 @@ SQLITE_READER_TIMEOUT = 0.5
 #: Page cache of the writer connection, in KiB (SQLite's default is 2 MiB). Inserts
 #: into indexes of random ids (records, DEKs, blind indexes) touch pages all over the
 #: file; a larger cache keeps them (bench/scale.py: bulk issuance at 10^5 records
-#: +20 % to new citizens, +44 % new versions). The reader keeps the default: point
-#: reads stayed flat from 10^3 to 10^6 citizens without it.
-SQLITE_WRITER_CACHE_KIB = 32 * 1024
+#: +20 % to new citizens, +44 % new versions, with 32 MiB). 16 MiB bulk-issues as
+#: fast at 10^5 records (alternated runs, docs/performance.md) and keeps a worker
+#: ~15 MB further under 200 MB of RSS. The reader keeps the default: point reads
+#: stayed flat from 10^3 to 10^6 citizens without it.
+SQLITE_WRITER_CACHE_KIB = 16 * 1024
 #: An orderly stop waits this long for the PostgreSQL pool's connections to be
 #: released and closed, then terminates the rest (seconds): granian kills a worker
 #: that takes 10 s to stop.
