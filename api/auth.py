@@ -5,6 +5,11 @@ foreign token is 401 ``invalid_token`` (or ``invalid_dpop_proof``), a valid toke
 without the role is 403 ``forbidden``. The client's live registration and the
 revocation list are read on every request (DESIGN section 1: disabling takes effect
 on the next request); the consented reads read them inside their own unit.
+
+A refusal to an authenticated client (403 ``forbidden``, 429 ``rate_limited``) is
+audited (DESIGN section 7) as a ``denied`` entry of the action the route performs,
+declared by every client route as ``opt={"audit_action": ...}``; a 401 is not (the
+caller is not known).
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ from litestar import Request
 
 from api.idp import CitizenAuthError, CitizenPrincipal, require_fresh
 from api.runtime import Runtime
-from consent.tokens import AccessPrincipal, SignedToken
+from audit.models import EntryDraft, safe_token
+from consent.tokens import AccessPrincipal, Forbidden, SignedToken
 from vault.errors import OncevaultError
+
+#: The route option naming the action a client route's refusals are audited as.
+AUDIT_ACTION = "audit_action"
 
 
 def request_id(request: Request[Any, Any, Any]) -> str | None:
@@ -41,9 +50,48 @@ async def client_principal(request: Request[Any, Any, Any], role: str) -> Access
         htm=request.method,
         htu=runtime.settings.issuer + request.url.path,
     )
-    principal.require(role)
-    await enforce_rate_limit(runtime, principal.client.client_id, "api")
+    try:
+        principal.require(role)
+        await enforce_rate_limit(runtime, principal.client.client_id, "api")
+    except (Forbidden, RateLimited) as refused:
+        raise await audit_refusal(request, principal.client.client_id, refused) from None
     return principal
+
+
+async def audit_refusal(
+    request: Request[Any, Any, Any],
+    client_id: str,
+    error: OncevaultError,
+    *,
+    action: str | None = None,
+    record_type: str | None = None,
+) -> OncevaultError:
+    """Append the ``denied`` entry of ``error``, a refusal to the authenticated client
+    ``client_id``, as ``action`` (by default the route's ``audit_action``); returns
+    ``error`` carrying the entry's seq (the answer's ``X-Audit-Seq``). A refused
+    ``data.read`` released nothing (``items`` is ``[]``) and names the one type it
+    asked for, if any."""
+    runtime = runtime_of(request)
+    if action is None:
+        action = request.route_handler.opt[AUDIT_ACTION]
+    draft = EntryDraft(
+        action=action,
+        actor_type="client",
+        actor_id=client_id,
+        outcome="denied",
+        client_id=client_id,
+        record_type=safe_token(record_type),
+        items=() if action == "data.read" else None,
+        reason_code=error.code,
+        request_id=request_id(request),
+    )
+
+    async def work() -> tuple[None, list[EntryDraft]]:
+        return None, [draft]
+
+    _, entries = await runtime.audit.run(work)
+    error.audit_seq = entries[0].seq  # type: ignore[attr-defined]
+    return error
 
 
 def signed_token(request: Request[Any, Any, Any]) -> SignedToken:

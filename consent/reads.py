@@ -174,9 +174,10 @@ class DataReader:
         caller of ``token``, a token checked without the database
         (:meth:`consent.tokens.TokenService.check`) that must hold ``role``.
 
-        Raises TokenInvalid or Forbidden (the caller, in the unit; nothing written, no
-        entry, as any route refuses a caller), then (each refusal carries
-        ``audit_seq``) ConsentError subclasses, RecordNotFound;
+        Raises TokenInvalid (the caller, in the unit; nothing written, no entry, as any
+        route refuses an unknown caller), then (each refusal carries ``audit_seq``)
+        Forbidden (the caller lacks ``role``: nothing but its entry written),
+        ConsentError subclasses, RecordNotFound;
         KeyProviderUnavailable before anything is recorded.
         """
         client_id = token.client_id
@@ -191,9 +192,14 @@ class DataReader:
         async def work() -> tuple[Any, list[EntryDraft]]:
             client, revoked = await self.group.caller(client_id, token.jti)
             try:
-                token.principal(client, revoked=revoked).require(role)
-            except (TokenInvalid, Forbidden) as not_caller:
+                principal = token.principal(client, revoked=revoked)
+            except TokenInvalid as not_caller:
                 return not_caller, []  # not the caller it claims: before any read or entry
+            try:
+                principal.require(role)
+            except Forbidden as forbidden:
+                # The caller, without the role: refused before any read, audited.
+                return forbidden, [self._denied(actor, forbidden.code, None, None, single)]
             grant, drafts = await self.consents.lock_for_read(
                 consent_id, client_id=client_id, types=types, actor=actor
             )
@@ -265,8 +271,8 @@ class DataReader:
                 continue
             for dek_row, dek in zip(value.rows, deks, strict=True):
                 unwrapped[(dek_row.dek_id, dek_row.generation)] = dek
-        if isinstance(value, (TokenInvalid, Forbidden)):
-            raise value  # no entry: refused as the caller, not as a read
+        if isinstance(value, TokenInvalid):
+            raise value  # no entry: not an authenticated caller
         seq = entries[-1].seq
         if isinstance(value, OncevaultError):
             value.audit_seq = seq  # type: ignore[attr-defined]

@@ -8,7 +8,14 @@ from litestar import Request, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import Parameter
 
-from api.auth import CitizenContext, citizen_context, request_id, require, runtime_of
+from api.auth import (
+    AUDIT_ACTION,
+    CitizenContext,
+    citizen_context,
+    request_id,
+    require,
+    runtime_of,
+)
 from api.openapi import success
 from api.responses import Checkpoint, ConsistencyProof, InclusionProof, ServedEntryPage
 from api.schemas import whole
@@ -48,7 +55,13 @@ async def _tree_size(request: Request[Any, Any, Any]) -> int:
     return (await runtime_of(request).audit.state()).size
 
 
-@get("/v1/audit/entries", dependencies=AUDITOR, tags=["auditor"], responses=ENTRIES)
+@get(
+    "/v1/audit/entries",
+    dependencies=AUDITOR,
+    tags=["auditor"],
+    responses=ENTRIES,
+    opt={AUDIT_ACTION: "audit.queried"},
+)
 async def entries(
     request: Request[Any, Any, Any],
     principal: NamedDependency[AccessPrincipal],
@@ -103,7 +116,12 @@ async def _inclusion(request: Request[Any, Any, Any], seq: int, tree_size: int) 
     )
 
 
-@get("/v1/audit/proofs/inclusion", dependencies=AUDITOR, tags=["auditor"])
+@get(
+    "/v1/audit/proofs/inclusion",
+    dependencies=AUDITOR,
+    tags=["auditor"],
+    opt={AUDIT_ACTION: "audit.queried"},
+)
 async def inclusion(
     request: Request[Any, Any, Any],
     principal: NamedDependency[AccessPrincipal],
@@ -114,7 +132,12 @@ async def inclusion(
     return await _inclusion(request, seq, tree_size)
 
 
-@get("/v1/audit/proofs/consistency", dependencies=AUDITOR, tags=["auditor"])
+@get(
+    "/v1/audit/proofs/consistency",
+    dependencies=AUDITOR,
+    tags=["auditor"],
+    opt={AUDIT_ACTION: "audit.queried"},
+)
 async def consistency(
     request: Request[Any, Any, Any],
     principal: NamedDependency[AccessPrincipal],

@@ -8,7 +8,15 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
-from api.auth import request_id, require, runtime_of, signed_token, unit_gate
+from api.auth import (
+    AUDIT_ACTION,
+    audit_refusal,
+    request_id,
+    require,
+    runtime_of,
+    signed_token,
+    unit_gate,
+)
 from api.openapi import success
 from api.replay import idempotent
 from api.responses import ConsentBody, DataRead, DataReadOne, Event, EventPage
@@ -16,7 +24,7 @@ from api.schemas import ConsentRequestIn, whole
 from api.views import consent_body, iso_at
 from consent.errors import ScopeNotConsented
 from consent.service import iso
-from consent.tokens import AccessPrincipal, SignedToken
+from consent.tokens import AccessPrincipal, Forbidden, SignedToken
 from vault.models import Subject
 from vault.service import Actor
 
@@ -38,6 +46,7 @@ TYPE = Annotated[str, Parameter(max_length=TYPE_MAX_LENGTH, pattern=TYPE_PATTERN
     "/v1/consent-requests",
     dependencies=CONSUMER,
     tags=["consumer"],
+    opt={AUDIT_ACTION: "consent.requested"},
     status_code=201,
     responses={
         201: success(ConsentBody, "a new request (active for a statute purpose)"),
@@ -77,7 +86,12 @@ async def request_consent(
     return await idempotent(request, client_id, produce)
 
 
-@get("/v1/consents/{consent_id:str}", dependencies=CONSUMER, tags=["consumer"])
+@get(
+    "/v1/consents/{consent_id:str}",
+    dependencies=CONSUMER,
+    tags=["consumer"],
+    opt={AUDIT_ACTION: "consent.viewed"},
+)
 async def get_consent(
     request: Request[Any, Any, Any], consent_id: ID, principal: NamedDependency[AccessPrincipal]
 ) -> ConsentBody:
@@ -115,10 +129,21 @@ async def answer_read(
     assert runtime.tokens is not None
     if token.consent_id is None:
         # Not a read of a consent: refused as any other route refuses, on the live
-        # registration (401 before 403 before "not bound").
+        # registration (401 before 403 before "not bound"); a refusal to the
+        # authenticated client is audited as a read.
         principal = await runtime.tokens.caller(token)
-        principal.require(READ_ROLE)
-        raise ScopeNotConsented("this token is not bound to a consent")
+        try:
+            principal.require(READ_ROLE)
+            raise ScopeNotConsented("this token is not bound to a consent")
+        except (Forbidden, ScopeNotConsented) as refused:
+            single = types[0] if types is not None and len(types) == 1 else None
+            raise await audit_refusal(
+                request,
+                principal.client.client_id,
+                refused,
+                action="data.read",
+                record_type=single,
+            ) from None
     result = await runtime.reader.read(
         consent_id=token.consent_id,
         token=token,
@@ -139,7 +164,7 @@ async def answer_read(
     dependencies=READER,
     tags=["consumer"],
     responses={200: success(DataRead, "the released items")},
-    opt={"consented_read": "all"},
+    opt={"consented_read": "all", AUDIT_ACTION: "data.read"},
 )
 async def read_all(
     request: Request[Any, Any, Any], token: NamedDependency[SignedToken]
@@ -154,7 +179,7 @@ async def read_all(
     dependencies=READER,
     tags=["consumer"],
     responses={200: success(DataReadOne, "the released item")},
-    opt={"consented_read": "one"},
+    opt={"consented_read": "one", AUDIT_ACTION: "data.read"},
 )
 async def read_one(
     request: Request[Any, Any, Any],
@@ -170,7 +195,7 @@ AFTER = Annotated[int, Parameter(ge=0, le=2**53 - 1)]
 LIMIT = Annotated[int, Parameter(ge=1, le=1000)]
 
 
-@get("/v1/events", dependencies=CONSUMER, tags=["consumer"])
+@get("/v1/events", dependencies=CONSUMER, tags=["consumer"], opt={AUDIT_ACTION: "events.read"})
 async def events(
     request: Request[Any, Any, Any],
     principal: NamedDependency[AccessPrincipal],

@@ -8,7 +8,7 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 
-from api.auth import request_id, require, runtime_of
+from api.auth import AUDIT_ACTION, request_id, require, runtime_of
 from api.openapi import success
 from api.replay import idempotent
 from api.responses import BatchResult, BatchResults, RecordPut
@@ -30,6 +30,7 @@ def _put_body(result: Any) -> RecordPut:
     "/v1/records",
     dependencies=ISSUER,
     tags=["issuer"],
+    opt={AUDIT_ACTION: "record.put"},
     status_code=201,
     responses={
         201: success(RecordPut, "a new version was stored"),
@@ -65,6 +66,7 @@ async def put_record(
     "/v1/records:batch",
     dependencies=ISSUER,
     tags=["issuer"],
+    opt={AUDIT_ACTION: "record.put"},
     status_code=200,
     request_max_body_size=16 << 20,
     responses={200: success(BatchResults, "one result per record, in order")},

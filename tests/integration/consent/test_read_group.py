@@ -581,7 +581,7 @@ async def callers_of_a_batch(runtime: Runtime, database: Database) -> dict[str, 
 
 
 @pytest.mark.parametrize("run", ["shared", "one by one"])
-async def test_the_callers_of_a_batch_are_checked_in_it_and_refusals_leave_no_trace(
+async def test_the_callers_of_a_batch_are_checked_in_it_and_only_a_forbidden_one_leaves_an_entry(
     runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch, run: str
 ) -> None:
     tokens = await callers_of_a_batch(runtime, database)
@@ -613,13 +613,20 @@ async def test_the_callers_of_a_batch_are_checked_in_it_and_refusals_leave_no_tr
     else:
         assert runtime.audit.savepoint_reruns == reruns + 1
         assert callers == 1 + len(tokens)  # the failed shared run's, then one per unit
-    for refused in results:
-        if not isinstance(refused, ReadResult):  # answered as a caller, not as a read
-            assert getattr(refused, "audit_seq", None) is None
     got = await entries(database, before)
-    assert [(e["action"], e["outcome"], e["client_id"]) for e in got] == [
-        ("data.read", "ok", "kbank")
-    ] * 3
+    for name, result in zip(tokens, results, strict=True):
+        if name in ("revoked", "disabled", "unknown"):  # not a caller: no entry
+            assert getattr(result, "audit_seq", None) is None
+    # The client without the role is a caller: its refusal is audited, and nothing
+    # else of the read happens (no count, no rate-limit hit, no consent in the entry).
+    seq = getattr(results[list(tokens).index("no role")], "audit_seq", None)
+    assert sorted((e["action"], e["outcome"], e["client_id"], e["reason_code"]) for e in got) == [
+        ("data.read", "denied", "audit_office", "forbidden"),
+        *[("data.read", "ok", "kbank", None)] * 3,
+    ]
+    (denied,) = [e for e in got if e["outcome"] == "denied"]
+    assert denied["seq"] == seq
+    assert (denied["consent_id"], denied["citizen_id"], denied["items"]) == (None, None, [])
     assert await consent_row(database, consent_id) == (4, "active")  # warm-up + 3
     assert await bucket(database) == hits + 3  # refused callers are not counted
 

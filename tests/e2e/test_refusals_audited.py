@@ -1,0 +1,179 @@
+"""Every refusal to an authenticated client appends one entry (DESIGN section 7): a 403
+``forbidden`` for a role the client does not hold, a 429 ``rate_limited`` and a token
+not bound to a consent on the reads, on every client route, as a ``denied`` entry of
+the action the route performs. A 401 (no caller known) appends nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from litestar.handlers import HTTPRouteHandler
+
+from api.app import create_app
+from api.auth import AUDIT_ACTION
+from tests.e2e.conftest import Platform
+from tests.helpers.clients import TestClient
+
+#: (method, path, body, the action its refusals are audited as)
+ROUTES: list[tuple[str, str, Any, str]] = [
+    (
+        "POST",
+        "/v1/records",
+        {"subject": {"nid": "9001011234567"}, "type": "x", "data": {}},
+        "record.put",
+    ),
+    ("POST", "/v1/records:batch", {"records": []}, "record.put"),
+    ("POST", "/v1/consent-requests", {"subject": {"nid": "9001011234567"}}, "consent.requested"),
+    ("GET", "/v1/consents/cns_x", None, "consent.viewed"),
+    ("GET", "/v1/events", None, "events.read"),
+    ("GET", "/v1/data", None, "data.read"),
+    ("GET", "/v1/data/income_certificate", None, "data.read"),
+    ("GET", "/v1/audit/entries", None, "audit.queried"),
+    ("GET", "/v1/audit/proofs/inclusion?seq=0&tree_size=1", None, "audit.queried"),
+    ("GET", "/v1/audit/proofs/consistency?first=1&second=1", None, "audit.queried"),
+]
+#: The role each route needs; the caller used holds every other role.
+NEEDS = {
+    "record.put": "issuer",
+    "consent.requested": "consumer",
+    "consent.viewed": "consumer",
+    "events.read": "consumer",
+    "data.read": "consumer",
+    "audit.queried": "auditor",
+}
+ROLES = ("issuer", "consumer", "auditor")
+
+
+async def entry_at(p: Platform, seq: int) -> dict[str, Any]:
+    rows = await p.runtime.database.fetch("SELECT leaf FROM audit_entries WHERE seq = $1", seq)
+    leaf: dict[str, Any] = json.loads(bytes(rows[0]["leaf"]))
+    return leaf
+
+
+async def send(p: Platform, method: str, path: str, body: Any, token: str) -> Any:
+    headers = {"Authorization": f"Bearer {token}"}
+    if method == "POST":
+        return await p.http.post(path, json=body, headers=headers)
+    return await p.http.get(path, headers=headers)
+
+
+def assert_refusal_entry(
+    entry: dict[str, Any],
+    *,
+    action: str,
+    client_id: str,
+    reason: str,
+    record_type: str | None = None,
+) -> None:
+    assert entry["action"] == action
+    assert entry["outcome"] == "denied"
+    assert entry["actor"] == {"type": "client", "id": client_id}
+    assert entry["client_id"] == client_id
+    assert entry["reason_code"] == reason
+    assert entry["request_id"]
+    assert entry["record_type"] == record_type
+    for field in ("citizen_id", "consent_id", "purpose", "record_version"):
+        assert entry[field] is None, field
+    assert entry["items"] == ([] if action == "data.read" else None)
+
+
+@pytest.mark.parametrize(("method", "path", "body", "action"), ROUTES)
+async def test_a_role_not_held_is_refused_and_audited_as_the_routes_action(
+    platform: Platform, method: str, path: str, body: Any, action: str
+) -> None:
+    p = platform
+    others = tuple(role for role in ROLES if role != NEEDS[action])
+    await p.register(TestClient("other_agency", roles=others))
+    token = await p.token("other_agency")
+    size = (await p.runtime.audit.state()).size
+    response = await send(p, method, path, body, token)
+    assert (response.status_code, response.json()["code"]) == (403, "forbidden")
+    seq = int(response.headers["x-audit-seq"])
+    assert (await p.runtime.audit.state()).size == size + 1  # exactly its entry
+    assert seq == size
+    assert_refusal_entry(
+        await entry_at(p, seq),
+        action=action,
+        client_id="other_agency",
+        reason="forbidden",
+        record_type="income_certificate" if path.endswith("/income_certificate") else None,
+    )
+
+
+@pytest.mark.parametrize(("method", "path", "body", "action"), ROUTES)
+async def test_an_unknown_caller_appends_nothing(
+    platform: Platform, method: str, path: str, body: Any, action: str
+) -> None:
+    p = platform
+    size = (await p.runtime.audit.state()).size
+    response = await send(p, method, path, body, "not-a-token")
+    assert (response.status_code, response.json()["code"]) == (401, "invalid_token")
+    assert "x-audit-seq" not in response.headers
+    assert (await p.runtime.audit.state()).size == size
+
+
+async def test_the_rate_limit_on_a_route_is_audited_as_its_action(platform: Platform) -> None:
+    p = platform
+    limiter = p.runtime.rate_limiter
+    assert limiter is not None
+    token = await p.token("kbank")
+    limiter.per_minute = 1
+    first = await send(p, "GET", "/v1/events", None, token)
+    assert first.status_code == 200
+    size = (await p.runtime.audit.state()).size
+    refused = await send(p, "GET", "/v1/events", None, token)
+    assert (refused.status_code, refused.json()["code"]) == (429, "rate_limited")
+    assert "retry-after" in refused.headers
+    seq = int(refused.headers["x-audit-seq"])
+    assert (await p.runtime.audit.state()).size == size + 1
+    assert_refusal_entry(
+        await entry_at(p, seq), action="events.read", client_id="kbank", reason="rate_limited"
+    )
+
+
+@pytest.mark.parametrize("path", ["/v1/data", "/v1/data/income_certificate"])
+async def test_a_token_not_bound_to_a_consent_is_a_refused_read(
+    platform: Platform, path: str
+) -> None:
+    """A consumer's token without a consent: 403 ``scope_not_consented``, audited as a
+    read; the same token of a client without the consumer role: 403 ``forbidden``."""
+    p = platform
+    await p.register(TestClient("registry", roles=("issuer",)))
+    for client_id, code in (("kbank", "scope_not_consented"), ("registry", "forbidden")):
+        token = await p.token(client_id)
+        size = (await p.runtime.audit.state()).size
+        response = await send(p, "GET", path, None, token)
+        assert (response.status_code, response.json()["code"]) == (403, code)
+        assert (await p.runtime.audit.state()).size == size + 1
+        assert_refusal_entry(
+            await entry_at(p, int(response.headers["x-audit-seq"])),
+            action="data.read",
+            client_id=client_id,
+            reason=code,
+            record_type="income_certificate" if path.endswith("/income_certificate") else None,
+        )
+
+
+def test_every_client_route_names_the_action_its_refusals_are_audited_as(
+    platform: Platform,
+) -> None:
+    """A route added later without ``audit_action`` fails here, not in production (a
+    refusal there would raise instead of answering 403)."""
+    app = create_app(platform.settings, database=platform.runtime.database)
+    client_routes = []
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            if not isinstance(handler, HTTPRouteHandler):
+                continue
+            dependencies = handler.resolve_dependencies()
+            if "principal" in dependencies or "token" in dependencies:
+                client_routes.append(route.path)
+                assert handler.opt.get(AUDIT_ACTION) in NEEDS, route.path
+    assert sorted(client_routes) == sorted(
+        path.split("?")[0]
+        .replace("cns_x", "{consent_id:str}")
+        .replace("income_certificate", "{record_type:str}")
+        for _, path, _, _ in ROUTES
+    )
