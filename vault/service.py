@@ -7,6 +7,7 @@ audit entry last. No key-provider call happens while a transaction is open.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import struct
@@ -22,7 +23,13 @@ from audit.log import AuditLog
 from audit.models import EntryDraft, Item
 from vault import crypto
 from vault.clock import Clock
-from vault.errors import ConcurrentChange, DecryptionError, OncevaultError, RecordNotFound
+from vault.errors import (
+    ConcurrentChange,
+    DecryptionError,
+    KeyProviderUnavailable,
+    OncevaultError,
+    RecordNotFound,
+)
 from vault.keyring import Keyring, secret_aad, signing_aad
 from vault.keys import KeyProvider, UnwrapRequest, WrapRequest
 from vault.ledger import Ledger
@@ -229,6 +236,9 @@ class VaultService:
         self.audit = audit
         self.clock = clock
         self.cache = dek_cache
+        #: Unwraps at the key provider right now, by (dek id, generation): the answer
+        #: (a key, or the error), or None when the call ended without one for the row.
+        self._unwrapping: dict[tuple[str, int], asyncio.Future[bytes | Exception | None]] = {}
         #: Called after every erasure, before it answers (refreshes the checkpoint copy).
         self.after_erasure: Callable[[], Awaitable[object]] | None = None
 
@@ -295,9 +305,68 @@ class VaultService:
 
     async def unwrap(self, rows: Sequence[DekRow]) -> list[bytes]:
         """Unwrap ``rows`` at the key provider (one call) and cache the keys. Never
-        inside a unit: the provider may be slow or down (KeyProviderUnavailable)."""
+        inside a unit: the provider may be slow or down (KeyProviderUnavailable).
+
+        Single flight: a row that another caller in this process is unwrapping right
+        now is not asked for again; this call waits for that answer (after a restart,
+        the concurrent reads of one citizen make one provider call, not one each). A
+        joined call that failed with KeyProviderUnavailable fails this one too; one
+        that failed otherwise (a DecryptionError of another row of its call) or was
+        cancelled leaves this call to ask for the row itself.
+        """
         if not rows:
             return []
+        keys = [(row.dek_id, row.generation) for row in rows]
+        row_of = dict(zip(keys, rows, strict=True))
+        joined: dict[tuple[str, int], asyncio.Future[bytes | Exception | None]] = {}
+        mine: dict[tuple[str, int], DekRow] = {}
+        for key, row in row_of.items():
+            running = self._unwrapping.get(key)
+            if running is None:
+                mine[key] = row
+            else:
+                joined[key] = running
+        found: dict[tuple[str, int], bytes] = {}
+        if mine:
+            found.update(await self._unwrap_leading(mine))
+        alone: dict[tuple[str, int], DekRow] = {}
+        for key, future in joined.items():
+            # shield: a cancelled joiner must not cancel the leader's answer.
+            answer = await asyncio.shield(future)
+            if isinstance(answer, bytes):
+                found[key] = answer
+            elif isinstance(answer, KeyProviderUnavailable):
+                raise KeyProviderUnavailable(str(answer)) from None
+            else:
+                alone[key] = row_of[key]
+        if alone:
+            found.update(await self._unwrap_at_provider(alone))
+        return [found[key] for key in keys]
+
+    async def _unwrap_leading(
+        self, rows: dict[tuple[str, int], DekRow]
+    ) -> dict[tuple[str, int], bytes]:
+        """:meth:`_unwrap_at_provider`, its answer shared with the calls that join it."""
+        loop = asyncio.get_running_loop()
+        futures = {key: loop.create_future() for key in rows}
+        self._unwrapping.update(futures)
+        outcome: dict[tuple[str, int], bytes] | Exception | None = None
+        try:
+            outcome = await self._unwrap_at_provider(rows)
+            return outcome
+        except Exception as exc:
+            outcome = exc
+            raise
+        finally:
+            for key, future in futures.items():
+                if self._unwrapping.get(key) is future:
+                    del self._unwrapping[key]
+                if not future.done():
+                    future.set_result(outcome.get(key) if isinstance(outcome, dict) else outcome)
+
+    async def _unwrap_at_provider(
+        self, rows: dict[tuple[str, int], DekRow]
+    ) -> dict[tuple[str, int], bytes]:
         deks = await self.keys.unwrap(
             [
                 UnwrapRequest(
@@ -305,12 +374,14 @@ class VaultService:
                     row.wrapped,
                     crypto.wrap_aad(row.citizen_id, row.record_type, row.dek_version),
                 )
-                for row in rows
+                for row in rows.values()
             ]
         )
-        for row, dek in zip(rows, deks, strict=True):
+        out: dict[tuple[str, int], bytes] = {}
+        for (key, row), dek in zip(rows.items(), deks, strict=True):
             self.cache.put(row.dek_id, row.generation, dek)
-        return list(deks)
+            out[key] = dek
+        return out
 
     async def _new_deks(
         self, pairs: Sequence[tuple[str, str]], *, now: int
