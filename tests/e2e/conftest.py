@@ -12,11 +12,10 @@ import pytest
 from api.app import create_app
 from api.runtime import Runtime
 from api.settings import Settings
-from tests.helpers.clients import TestClient
+from tests.helpers.clients import TestClient, register
 from tests.helpers.lifespan import lifespan
 from tests.helpers.runtime import local_settings, open_runtime
 from vault.clock import ManualClock
-from vault.service import Actor
 from vault.storage import Database
 
 ISSUER = "http://testserver.local"
@@ -34,18 +33,7 @@ class Platform:
         return self.settings.issuer
 
     async def register(self, client: TestClient, *, approved: bool = True) -> TestClient:
-        assert self.runtime.clients is not None
-        await self.runtime.clients.add(
-            client_id=client.client_id,
-            name=client.client_id.upper(),
-            kind=client.kind,
-            roles=client.roles,
-            jwks=client.jwks,
-            approved=approved,
-            dpop_required=client.dpop_required,
-            actor=Actor("operator", "test"),
-        )
-        self.clients[client.client_id] = client
+        self.clients[client.client_id] = await register(self.runtime, client, approved=approved)
         return client
 
     def citizen(self, nid: str, *, fresh: bool = True) -> dict[str, str]:

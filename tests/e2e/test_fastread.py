@@ -223,7 +223,7 @@ async def test_dpop_bound_reads_are_the_handlers_answers(
     local: Local, home: Home, twice: Twice
 ) -> None:
     kbank = local.clients["kbank"]
-    bound = await dpop_bound(local, next(iter(home.tokens)))
+    bound = await token(local.http, local, "kbank", dpop=True, consent_id=next(iter(home.tokens)))
     path = "/v1/data/income_certificate"
     url = local.base_url + path
 
@@ -310,25 +310,13 @@ def test_a_layer_the_fast_path_would_skip_stops_the_app(
         create_app(local_settings(tmp_path))
 
 
-async def dpop_bound(local: Local, consent_id: str) -> str:
-    kbank = local.clients["kbank"]
-    issued = await local.http.post(
-        "/oauth/token",
-        data=kbank.token_form(local.base_url, consent_id=consent_id),
-        headers={"DPoP": kbank.dpop("POST", local.base_url + "/oauth/token")},
-    )
-    assert issued.status_code == 200, issued.text
-    assert issued.json()["token_type"] == "DPoP"
-    return str(issued.json()["access_token"])
-
-
 async def test_a_refused_caller_spends_no_proof_and_leaves_no_entry(
     local: Local, home: Home
 ) -> None:
     """The caller is checked inside the read's unit, before the proof's single use is
     recorded: a disabled client's read is 401 ``invalid_token`` with nothing written,
     and the same proof is still good once the client is enabled again."""
-    bound = await dpop_bound(local, next(iter(home.tokens)))
+    bound = await token(local.http, local, "kbank", dpop=True, consent_id=next(iter(home.tokens)))
     path = "/v1/data/income_certificate"
     kbank = local.clients["kbank"]
     headers = {
@@ -357,7 +345,7 @@ async def test_a_revoked_token_with_a_bad_proof_is_refused_for_the_proof(
     """The order of refusals (docs/decisions.md): the checks that need no database, the
     DPoP proof's among them, come before the live ones (revocation, the client's
     registration). Both answers are 401; this pins which one."""
-    bound = await dpop_bound(local, next(iter(home.tokens)))
+    bound = await token(local.http, local, "kbank", dpop=True, consent_id=next(iter(home.tokens)))
     kbank = local.clients["kbank"]
     form = kbank.token_form(local.base_url)
     form.pop("grant_type")

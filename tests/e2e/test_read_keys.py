@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.inprocess import Local, local_platform
-from tests.reliability.scenario import revoke_consent, setup_home
+from tests.reliability.scenario import revoke_consent, setup_home, token
 from vault.errors import KeyProviderUnavailable
 from vault.keys import UnwrapRequest
 
@@ -148,15 +148,7 @@ async def test_a_cold_read_with_a_dpop_proof_uses_it_once(cold: Local) -> None:
     home = await setup_home(cold.http, cold, citizens=1)
     consent_id = home.consent_of[home.nids[0]]
     bank = cold.clients["kbank"]
-    token_url = cold.base_url + "/oauth/token"
-    issued = await cold.http.post(
-        "/oauth/token",
-        data=bank.token_form(cold.base_url, consent_id=consent_id),
-        headers={"DPoP": bank.dpop("POST", token_url)},
-    )
-    assert issued.status_code == 200
-    assert issued.json()["token_type"] == "DPoP"
-    bound = issued.json()["access_token"]
+    bound = await token(cold.http, cold, "kbank", dpop=True, consent_id=consent_id)
     proof = bank.dpop("GET", cold.base_url + "/v1/data", token=bound)
     headers = {"Authorization": f"DPoP {bound}", "DPoP": proof}
     guarded = len(await cold.database.fetch("SELECT 1 FROM replay_guard"))

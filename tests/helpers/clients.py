@@ -7,9 +7,13 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vault import crypto
+from vault.service import Actor
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
 
 
 @dataclass
@@ -95,3 +99,20 @@ class TestClient:
             alg="ES256",
             extra_headers={"jwk": public},
         )
+
+
+async def register(runtime: Runtime, client: TestClient, *, approved: bool = True) -> TestClient:
+    """Register ``client`` as an operator would (``oncevault clients add``): its roles,
+    kind, public key and DPoP requirement."""
+    assert runtime.clients is not None
+    await runtime.clients.add(
+        client_id=client.client_id,
+        name=client.client_id.upper(),
+        kind=client.kind,
+        roles=client.roles,
+        jwks=client.jwks,
+        approved=approved,
+        dpop_required=client.dpop_required,
+        actor=Actor("operator", "test"),
+    )
+    return client

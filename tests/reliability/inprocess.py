@@ -20,12 +20,11 @@ from api.app import create_app
 from api.db import migrate, open_database
 from api.runtime import Runtime
 from api.settings import DatabaseURL
-from tests.helpers.clients import TestClient
+from tests.helpers.clients import TestClient, register
 from tests.helpers.lifespan import lifespan
 from tests.helpers.runtime import local_settings, open_runtime
 from tests.reliability.stack import DEFAULT_CLIENTS, TestIdP
 from vault.clock import ManualClock
-from vault.service import Actor
 from vault.storage import Database
 
 ISSUER = "http://reliability.local"
@@ -80,18 +79,7 @@ async def local_platform(tmp_path: Path) -> AsyncIterator[Local]:
             assert runtime.clients is not None
             clients: dict[str, TestClient] = {}
             for client_id, roles in DEFAULT_CLIENTS:
-                client = TestClient(client_id, roles=roles)
-                await runtime.clients.add(
-                    client_id=client_id,
-                    name=client_id.upper(),
-                    kind="agency",
-                    roles=roles,
-                    jwks=client.jwks,
-                    approved=True,
-                    dpop_required=False,
-                    actor=Actor("operator", "test"),
-                )
-                clients[client_id] = client
+                clients[client_id] = await register(runtime, TestClient(client_id, roles=roles))
             yield Local(
                 http=http,
                 app=app,

@@ -39,10 +39,17 @@ def nid_for(index: int, salt: int = 0) -> str:
     return f"{800101 + salt:06d}-{1_000_000 + index:07d}"
 
 
-async def token(http: httpx.AsyncClient, dep: Deployment, client_id: str, **kw: Any) -> str:
-    form = dep.clients[client_id].token_form(dep.base_url, **kw)
-    response = await http.post("/oauth/token", data=form)
+async def token(
+    http: httpx.AsyncClient, dep: Deployment, client_id: str, *, dpop: bool = False, **kw: Any
+) -> str:
+    """An access token of ``client_id`` (``kw``: ``scope``, ``consent_id``); with
+    ``dpop``, bound to the client's DPoP key (RFC 9449)."""
+    client = dep.clients[client_id]
+    form = client.token_form(dep.base_url, **kw)
+    headers = {"DPoP": client.dpop("POST", dep.base_url + "/oauth/token")} if dpop else {}
+    response = await http.post("/oauth/token", data=form, headers=headers)
     assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == ("DPoP" if dpop else "Bearer")
     return str(response.json()["access_token"])
 
 

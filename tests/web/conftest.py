@@ -32,13 +32,12 @@ from api.web import web_router
 from api.web.config import load_web_config
 from api.web.session import SESSION_COOKIE, Sealer, Session, load_or_create_secret
 from tests.e2e.test_oauth_server import register as register_cli
-from tests.helpers.clients import TestClient
+from tests.helpers.clients import TestClient, register
 from tests.helpers.lifespan import lifespan
 from tests.helpers.runtime import local_settings, open_runtime
 from tests.helpers.server import ServerProcess, clean_env, run_cli
 from vault.clock import Clock, ManualClock
 from vault.models import Subject
-from vault.service import Actor
 from vault.storage import Database
 
 ISSUER = "http://testserver.local"
@@ -82,18 +81,7 @@ class Site:
     clients: dict[str, TestClient] = field(default_factory=dict)
 
     async def register(self, client: TestClient) -> TestClient:
-        assert self.runtime.clients is not None
-        await self.runtime.clients.add(
-            client_id=client.client_id,
-            name=client.client_id.upper(),
-            kind=client.kind,
-            roles=client.roles,
-            jwks=client.jwks,
-            approved=True,
-            dpop_required=False,
-            actor=Actor("operator", "test"),
-        )
-        self.clients[client.client_id] = client
+        self.clients[client.client_id] = await register(self.runtime, client)
         return client
 
     async def citizen_id(self, nid: str) -> str:

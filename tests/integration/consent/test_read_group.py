@@ -23,7 +23,7 @@ from audit.log import AuditLog, SharedScope, shared_scope
 from consent.reads import DataReader, ReadResult
 from consent.repository import LockedConsents, ReplayRepository
 from consent.tokens import SignedToken
-from tests.helpers.clients import TestClient
+from tests.helpers.clients import TestClient, register
 from vault.clock import ManualClock
 from vault.errors import ConnectionLostBeforeCommit, OncevaultError, StorageError
 from vault.models import Subject
@@ -67,21 +67,7 @@ async def citizen_with_consent(
 @pytest.fixture(autouse=True)
 async def kbank(runtime: Runtime) -> None:
     """The reading client, registered: its live row is read inside every read."""
-    await register(runtime, "kbank")
-
-
-async def register(runtime: Runtime, client_id: str, roles: Sequence[str] = ("consumer",)) -> None:
-    assert runtime.clients is not None
-    await runtime.clients.add(
-        client_id=client_id,
-        name=client_id.upper(),
-        kind="agency",
-        roles=roles,
-        jwks=TestClient(client_id).jwks,
-        approved=True,
-        dpop_required=False,
-        actor=Actor("operator", "test"),
-    )
+    await register(runtime, TestClient("kbank"))
 
 
 def signed(consent_id: str, *, client_id: str = "kbank", jti: str | None = None) -> SignedToken:
@@ -562,8 +548,8 @@ async def callers_of_a_batch(runtime: Runtime, database: Database) -> dict[str, 
     one of a client without the consumer role."""
     consent_id = await citizen_with_consent(runtime, 60)
     await warm(runtime, [consent_id])
-    await register(runtime, "dbank")
-    await register(runtime, "audit_office", roles=("auditor",))
+    await register(runtime, TestClient("dbank"))
+    await register(runtime, TestClient("audit_office", roles=("auditor",)))
     assert runtime.clients is not None
     await runtime.clients.change(
         "dbank", actor=Actor("operator", "test"), reason="disabled", enabled=False
