@@ -157,6 +157,11 @@ class AuditLog:
         self.retried_batches = 0
         self.savepoint_reruns = 0
 
+    @property
+    def queued(self) -> int:
+        """Units waiting for a batch (not yet taken by one)."""
+        return len(self._queue)
+
     # -- direct append, inside the caller's transaction -----------------------------
 
     @asynccontextmanager

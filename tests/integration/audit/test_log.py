@@ -339,10 +339,10 @@ async def while_the_tree_lock_is_held(database: Database, audit: AuditLog, queue
     pending = queue()
     try:
         for _ in range(500):  # every unit queued (none taken: the batch waits for the lock)
-            if len(audit._queue) == len(pending):
+            if audit.queued == len(pending):
                 break
             await asyncio.sleep(0.01)
-        assert len(audit._queue) == len(pending)
+        assert audit.queued == len(pending)
     finally:  # a failed check must not leave the lock held (teardown would hang)
         release.set()
         await holding

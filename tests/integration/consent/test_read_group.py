@@ -444,7 +444,7 @@ async def in_queue_order(runtime: Runtime, *calls: Callable[[], Any]) -> list[An
     for index, call in enumerate(calls):
         tasks.append(asyncio.create_task(call()))
         for _ in range(2000):
-            if len(runtime.audit._queue) > index:
+            if runtime.audit.queued > index:
                 break
             await asyncio.sleep(0.001)
         else:

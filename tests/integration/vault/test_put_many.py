@@ -410,6 +410,20 @@ async def assert_read_back(vault: VaultService, batch: list[Any], results: Any) 
     assert sorted(r.version for r in results if r.citizen_id == results[0].citizen_id) == [1, 2]
 
 
+def spy_seals(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Every record sealed from now on: (record id, sealed inside a transaction)."""
+    seals: list[tuple[str, bool]] = []
+    seal = service_module._seal_version
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        sealed = seal(*args, **kwargs)
+        seals.append((sealed.record_id, runtime.database.in_transaction()))
+        return sealed
+
+    monkeypatch.setattr(service_module, "_seal_version", recording)
+    return seals
+
+
 async def test_a_batch_run_again_after_a_lost_connection_reuses_its_sealed_records(
     vault: VaultService, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -426,11 +440,14 @@ async def test_a_batch_run_again_after_a_lost_connection_reuses_its_sealed_recor
             raise ConnectionLostBeforeCommit("database connection lost (test)")
 
     monkeypatch.setattr(vault.repo, "insert_records", drop_once)
+    seals = spy_seals(runtime, monkeypatch)
     retried = runtime.audit.retried_batches
     batch = [(0, "income_certificate", 0), (0, "income_certificate", 1), (1, TYPES[1], 2)]
     results = await vault.put_many([request(14, op) for op in batch], actor=ISSUER, client_id="nts")
     assert dropped == [3] and runtime.audit.retried_batches == retried + 1
     await assert_read_back(vault, batch, results)
+    # Sealed once, before the unit; both runs stored those very records.
+    assert seals == [(r.record_id, False) for r in results]  # type: ignore[union-attr]
 
 
 async def test_a_batch_run_again_with_savepoints_reuses_its_sealed_records(
@@ -453,8 +470,10 @@ async def test_a_batch_run_again_with_savepoints_reuses_its_sealed_records(
                 await other
 
     monkeypatch.setattr(runtime.audit, "run", run_beside_a_failing_unit)
+    seals = spy_seals(runtime, monkeypatch)
     reruns = runtime.audit.savepoint_reruns
     batch = [(0, "income_certificate", 0), (0, "income_certificate", 1), (1, TYPES[1], 2)]
     results = await vault.put_many([request(15, op) for op in batch], actor=ISSUER, client_id="nts")
     assert runtime.audit.savepoint_reruns == reruns + 1
     await assert_read_back(vault, batch, results)
+    assert seals == [(r.record_id, False) for r in results]  # type: ignore[union-attr]

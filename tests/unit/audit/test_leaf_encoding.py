@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import string
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -117,7 +118,8 @@ def test_items_of_a_read_must_be_lists_of_objects() -> None:
     entry = EntryDraft(action="data.read", actor_type="client", actor_id="kbank").to_entry(
         seq=0, ts=0
     )
-    for items in (b"", "ab", [b""], [{"type": "t", "version": 1, "fields": b""}]):
+    proxy = MappingProxyType({"type": "t", "version": 1, "fields": ["year"]})
+    for items in (b"", "ab", [b""], [{"type": "t", "version": 1, "fields": b""}], [proxy]):
         entry["items"] = items
         with pytest.raises(InvalidEntry):
             leaf_bytes(entry)
