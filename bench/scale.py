@@ -748,10 +748,12 @@ def print_read(result: ReadResult) -> None:
     if result.wrk is not None:
         w = result.wrk
         wrk = f"; wrk {w.rate:,.0f} req/s p50 {w.p50_ms:.1f} ms p99 {w.p99_ms:.1f} ms"
+    spread = result.spread(0.5)
+    rounds = f" (rounds {spread} ms)" if spread else ""
     print(
         f"  {result.size:,} citizens: {result.reads:,} sequential reads in "
-        f"{len(result.rounds)} rounds: p50 {fmt_ms(result.p(0.5))} (rounds "
-        f"{result.spread(0.5)} ms) p99 {fmt_ms(result.p(0.99))}; server CPU "
+        f"{len(result.rounds)} rounds: p50 {fmt_ms(result.p(0.5))}{rounds} "
+        f"p99 {fmt_ms(result.p(0.99))}; server CPU "
         f"{result.server_cpu * 1000 / max(result.reads, 1):.2f} ms/read{wrk}; RSS "
         f"{fmt_memory(result.memories)} (peak {fmt_peak(result.memories)}); file "
         f"{result.file_mb:,.0f} MB; load {result.load_start:.2f} -> {result.load_end:.2f}; "
@@ -820,7 +822,7 @@ def alternate_reads(
                 pair.append(measure_reads(vault, probe, size, size, once))
             finally:
                 vault.stop()
-            print(f"  alternated {number}: ", end="")
+            print(f"  alternated {number}:", end="")
             print_read(pair[-1])
         pairs.append((pair[0], pair[1]))
     return Alternated(sides[0][2], sides[1][2], pairs)
