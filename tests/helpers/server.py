@@ -74,7 +74,12 @@ class ServerProcess:
             str(workers),
             *extra_args,
         ]
+        self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
+
+    def started_workers(self) -> int:
+        """Workers whose lifespan has started (each logs ``app.started`` once)."""
+        return self.log().count('"app.started"')
 
     def start(self, *, timeout: float = 30) -> ServerProcess:
         with self.log_path.open("wb") as log:
@@ -90,10 +95,13 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
-                    return self
+                healthy = httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
+                healthy = False
+            # One worker answers /healthz before the others have opened the database:
+            # a test that then removes or breaks it would fail their start instead.
+            if healthy and self.started_workers() >= self.workers:
+                return self
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server not healthy within {timeout}s:\n{self.log()}")
