@@ -144,6 +144,16 @@ def load1() -> float:
     return os.getloadavg()[0]
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy (``/proc/stat``: user, nice,
+    system, irq, softirq, steal): the servers, the database, the load generator, the
+    kernel's network work and anything else running."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of the live processes in process group ``pgid``."""
     ticks = 0

@@ -82,3 +82,16 @@ def test_a_p99_above_openbaos_or_an_invalid_run_is_not_met(bench: ModuleType) ->
     assert verdict(bench, "sqlite", ours=3000.0, ours_p99=250.0).endswith("**not met**.")
     invalid = verdict(bench, "sqlite", ours=3000.0, valid=False)
     assert "**not met**. (not every run was valid)" in invalid
+
+
+def test_the_machine_ceiling_line_says_what_the_cost_per_request_allows(
+    bench: ModuleType,
+) -> None:
+    ours = bench.Summary("oncevault", 3000.0, 10.0, 90.0, 0, 0.5, 3, 3, machine_ms=0.62)
+    theirs = bench.Summary("openbao", 2000.0, 20.0, 300.0, 0, 0.8, 3, 3, machine_ms=0.95)
+    (_, line) = bench.ceiling(ours, theirs, 2.0, 2)
+    assert "oncevault 0.62 ms, OpenBao 0.95 ms" in line
+    assert "at most 3,226 req/s (1.61x OpenBao's measured rate)" in line
+    assert "2.0x would need at most 0.50 ms a request" in line
+    unknown = bench.Summary("oncevault", 3000.0, 10.0, 90.0, 0, 0.5, 3, 3)
+    assert bench.ceiling(unknown, theirs, 2.0, 2) == []
