@@ -470,6 +470,23 @@ class Oncevault:
 
     def seed(self) -> None:
         asyncio.run(self._seed())
+        if self.engine == "postgres":
+            asyncio.run(self._analyze())
+
+    async def _analyze(self) -> None:
+        """ANALYZE the freshly seeded schema, as autovacuum soon would in a running
+        deployment: the measured rounds then see the plans of a steady state, not of
+        tables PostgreSQL has no statistics for yet."""
+        assert self.schema is not None
+        connection = await asyncpg.connect(self.postgres_dsn)
+        try:
+            tables = await connection.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = $1", self.schema
+            )
+            for row in tables:
+                await connection.execute(f'ANALYZE "{self.schema}"."{row["tablename"]}"')
+        finally:
+            await connection.close()
 
     async def _seed(self) -> None:
         async with httpx.AsyncClient(base_url=self.url, timeout=120) as http:
