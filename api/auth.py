@@ -85,13 +85,7 @@ async def audit_refusal(
         reason_code=error.code,
         request_id=request_id(request),
     )
-
-    async def work() -> tuple[None, list[EntryDraft]]:
-        return None, [draft]
-
-    _, entries = await runtime.audit.run(work)
-    error.audit_seq = entries[0].seq  # type: ignore[attr-defined]
-    return error
+    return await runtime.audit.record_refusal(draft, error)
 
 
 def signed_token(request: Request[Any, Any, Any]) -> SignedToken:

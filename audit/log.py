@@ -41,7 +41,7 @@ from audit import merkle
 from audit.models import EntryDraft, StoredEntry, leaf_bytes
 from audit.repository import AuditRepository, TreeState
 from vault.clock import Clock
-from vault.errors import ConnectionLostBeforeCommit, StorageError
+from vault.errors import ConnectionLostBeforeCommit, OncevaultError, StorageError
 from vault.storage import Database
 
 log = structlog.get_logger(__name__)
@@ -50,6 +50,7 @@ log = structlog.get_logger(__name__)
 BATCH_RETRIES = 2
 
 T = TypeVar("T")
+E = TypeVar("E", bound=OncevaultError)
 
 Work = Callable[[], Awaitable[tuple[T, Sequence[EntryDraft]]]]
 
@@ -279,6 +280,17 @@ class AuditLog:
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain(), name="audit-group-commit")
         return await asyncio.shield(unit.future)
+
+    async def record_refusal(self, draft: EntryDraft, error: E) -> E:
+        """Append ``draft``, the ``denied`` entry of ``error``, in a unit of its own;
+        returns ``error`` carrying the entry's seq."""
+
+        async def work() -> tuple[None, list[EntryDraft]]:
+            return None, [draft]
+
+        _, entries = await self.run(work)
+        error.audit_seq = entries[0].seq
+        return error
 
     async def _drain(self) -> None:
         while self._queue:

@@ -26,7 +26,6 @@ class ConsentError(OncevaultError):
     citizen sees); never in an error body.
     """
 
-    audit_seq: int | None = None
     citizen_id: str | None = None
 
 

@@ -65,13 +65,7 @@ class RecordIntake:
             reason_code=error.code,
             request_id=actor.request_id,
         )
-
-        async def work() -> tuple[None, list[EntryDraft]]:
-            return None, [draft]
-
-        _, entries = await self.audit.run(work)
-        error.audit_seq = entries[0].seq  # type: ignore[attr-defined]
-        return error
+        return await self.audit.record_refusal(draft, error)
 
     async def issue(
         self,

@@ -275,7 +275,7 @@ class DataReader:
             raise value  # no entry: not an authenticated caller
         seq = entries[-1].seq
         if isinstance(value, OncevaultError):
-            value.audit_seq = seq  # type: ignore[attr-defined]
+            value.audit_seq = seq
             raise value
         grant, rows = value
         # 3. After COMMIT: decrypt and project.

@@ -19,10 +19,12 @@ class OncevaultError(Exception):
     """Base class of every oncevault domain error.
 
     ``code`` is the stable machine-readable code that ``api/errors.py`` maps to an
-    HTTP status. Messages never contain personal data or secrets.
+    HTTP status. Messages never contain personal data or secrets. ``audit_seq`` is
+    the seq of the entry that audited a refusal, when one did (``X-Audit-Seq``).
     """
 
     code: str = "internal_error"
+    audit_seq: int | None = None
 
     def __init__(self, message: str = "", *, code: str | None = None) -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)

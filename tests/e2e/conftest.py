@@ -44,6 +44,12 @@ class Platform:
         token = idp.mint(nid, now=now, auth_time=now if fresh else now - 3600)
         return {"Authorization": f"Bearer {token}"}
 
+    def limit_rate(self, per_minute: int) -> None:
+        """Every client's API budget from now on (the limiter stays on)."""
+        limiter = self.runtime.rate_limiter
+        assert limiter is not None
+        limiter.per_minute = per_minute
+
     async def token(self, client_id: str, **kw: object) -> str:
         response = await self.http.post(
             "/oauth/token", data=self.clients[client_id].token_form(self.issuer, **kw)

@@ -321,10 +321,8 @@ async def test_idempotency_key(home: Platform) -> None:
 
 async def test_rate_limit(home: Platform) -> None:
     p = home
-    limiter = p.runtime.rate_limiter
-    assert limiter is not None
     token = await p.token("kbank")
-    limiter.per_minute = 3
+    p.limit_rate(3)
     statuses = []
     for _ in range(5):
         response = await p.http.get(
@@ -431,9 +429,7 @@ async def test_rate_limit_on_reads_is_counted_in_the_read_unit(home: Platform) -
     await _issue(p, "nts", "income_certificate", INCOME)
     consent_id = await _approved(p)
     token = await p.token("kbank", consent_id=consent_id)
-    limiter = p.runtime.rate_limiter
-    assert limiter is not None
-    limiter.per_minute = 2
+    p.limit_rate(2)
     responses = [
         await p.http.get("/v1/data", headers={"Authorization": f"Bearer {token}"}) for _ in range(3)
     ]

@@ -116,10 +116,8 @@ async def test_an_unknown_caller_appends_nothing(
 
 async def test_the_rate_limit_on_a_route_is_audited_as_its_action(platform: Platform) -> None:
     p = platform
-    limiter = p.runtime.rate_limiter
-    assert limiter is not None
     token = await p.token("kbank")
-    limiter.per_minute = 1
+    p.limit_rate(1)
     first = await send(p, "GET", "/v1/events", None, token)
     assert first.status_code == 200
     size = (await p.runtime.audit.state()).size
