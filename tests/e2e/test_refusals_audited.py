@@ -1,7 +1,10 @@
 """Every refusal to an authenticated client appends one entry (DESIGN section 7): a 403
-``forbidden`` for a role the client does not hold, a 429 ``rate_limited`` and a token
-not bound to a consent on the reads, on every client route, as a ``denied`` entry of
-the action the route performs. A 401 (no caller known) appends nothing."""
+``forbidden`` for a role the client does not hold (on every client route), a 429
+``rate_limited`` from the role dependency (shown on one route: every client route
+goes through it) and a token not bound to a consent on the reads, as a ``denied`` entry
+of the action the route performs. A 401 (no caller known) appends nothing. A
+consent-bound read refused for the role is audited inside the read's unit
+(tests/integration/consent/test_read_group.py)."""
 
 from __future__ import annotations
 
@@ -136,7 +139,7 @@ async def test_a_token_not_bound_to_a_consent_is_a_refused_read(
     platform: Platform, path: str
 ) -> None:
     """A consumer's token without a consent: 403 ``scope_not_consented``, audited as a
-    read; the same token of a client without the consumer role: 403 ``forbidden``."""
+    read; such a token of a client without the consumer role: 403 ``forbidden``."""
     p = platform
     await p.register(TestClient("registry", roles=("issuer",)))
     for client_id, code in (("kbank", "scope_not_consented"), ("registry", "forbidden")):

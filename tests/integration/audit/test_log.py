@@ -11,8 +11,11 @@ import pytest
 from audit import merkle
 from audit.log import AuditLog
 from audit.models import EntryDraft
+from audit.repository import AuditRepository
 from tests import independent_verifier as ref
+from tests.helpers.statements import Statements
 from vault.clock import ManualClock
+from vault.errors import StorageError
 from vault.storage import Database
 
 
@@ -200,6 +203,49 @@ async def test_append_outside_a_transaction_is_refused(database: Database) -> No
     audit = AuditLog(database=database, clock=ManualClock())
     with pytest.raises(RuntimeError, match="open transaction"):
         await audit.append([draft(1)])
+
+
+async def test_a_transaction_reads_the_tree_state_once_for_its_first_append(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state read when the transaction took the tree lock serves its first append;
+    a second append in the same transaction reads it again (the first moved it)."""
+    audit = AuditLog(database=database, clock=ManualClock())
+    statements = Statements(monkeypatch, database)
+    async with audit.transaction():
+        await audit.append([draft(1)])
+    assert statements.count("FROM audit_state") == 1
+    async with audit.transaction():
+        await audit.append([draft(2)])
+        await audit.append([draft(3)])
+    assert statements.count("FROM audit_state") == 1 + 2
+    assert (await audit.state()).size == 3
+
+
+async def test_a_batch_whose_tree_lock_failed_answers_its_callers(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction fails before the batch took its units (here: reading the tree
+    state): the units queued then get the error, and the next ones commit."""
+    audit = AuditLog(database=database, clock=ManualClock())
+    lock = AuditRepository.lock_state_with_frontier
+    failed: list[int] = []
+
+    async def fail_once(repo: AuditRepository) -> Any:
+        if not failed:
+            failed.append(1)
+            raise StorageError("database unreachable (test)")
+        return await lock(repo)
+
+    monkeypatch.setattr(AuditRepository, "lock_state_with_frontier", fail_once)
+
+    async def work() -> tuple[int, Sequence[EntryDraft]]:
+        return 1, [draft(1)]
+
+    with pytest.raises(StorageError, match="unreachable"):
+        await asyncio.wait_for(audit.run(work), timeout=5)
+    value, entries = await asyncio.wait_for(audit.run(work), timeout=5)
+    assert (value, [e.seq for e in entries]) == (1, [0])
 
 
 async def _kill_own_backend(database: Database) -> None:

@@ -24,6 +24,7 @@ from consent.reads import DataReader, ReadResult
 from consent.repository import LockedConsents, ReplayRepository
 from consent.tokens import SignedToken
 from tests.helpers.clients import TestClient, register
+from tests.helpers.statements import Statements
 from vault.clock import ManualClock
 from vault.errors import ConnectionLostBeforeCommit, OncevaultError, StorageError
 from vault.models import Subject
@@ -145,23 +146,6 @@ async def consent_row(database: Database, consent_id: str) -> tuple[int, str]:
     )
     assert row is not None
     return int(row["fetch_count"]), str(row["status"])
-
-
-class Statements:
-    """Every statement the database runs from now on."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, database: Database) -> None:
-        self.sql: list[str] = []
-        run = Database._run
-
-        async def spied(db: Database, sql: str, args: Sequence[object]) -> Any:
-            self.sql.append(sql)
-            return await run(db, sql, args)
-
-        monkeypatch.setattr(Database, "_run", spied)
-
-    def count(self, *fragments: str) -> int:
-        return sum(1 for sql in self.sql if all(f in sql for f in fragments))
 
 
 def fail_the_first_flush(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -613,6 +597,7 @@ async def test_the_callers_of_a_batch_are_checked_in_it_and_only_a_forbidden_one
     (denied,) = [e for e in got if e["outcome"] == "denied"]
     assert denied["seq"] == seq
     assert (denied["consent_id"], denied["citizen_id"], denied["items"]) == (None, None, [])
+    assert denied["record_type"] == TYPE  # the one type the read asked for
     assert await consent_row(database, consent_id) == (4, "active")  # warm-up + 3
     assert await bucket(database) == hits + 3  # refused callers are not counted
 

@@ -17,7 +17,7 @@ def test_hits_misses_and_generation() -> None:
     assert cache.get("dek_a", 1) is None
     assert cache.get("dek_a", 2) == b"n" * 32
     clock.advance(seconds=61)
-    assert cache.get("dek_a", 1) is None
+    assert cache.get("dek_a", 2) is None  # expired
     assert (cache.hits, cache.misses) == (2, 3)
 
 
@@ -57,12 +57,16 @@ def test_least_recently_used_goes_first_and_forget_drops_by_id() -> None:
     assert cache.get("dek_c", 7) == b"c" * 32
 
 
-def test_a_key_expires_exactly_at_its_ttl() -> None:
+def test_a_key_expires_exactly_at_its_ttl_between_sweeps() -> None:
+    """``get`` refuses an expired key itself, not only the once-per-TTL sweep: the
+    key is put 30 s after the last sweep, so it expires half a TTL before the next."""
     clock = ManualClock()
     cache = DekCache(clock=clock, ttl_seconds=60)
+    cache.put("dek_z", 1, bytes(32))  # sweeps now; the next sweep is due in 60 s
+    clock.advance(seconds=30)
     cache.put("dek_a", 3, b"k" * 32)
     clock.advance(ms=59_999)
     assert cache.get("dek_a", 3) == b"k" * 32
     clock.advance(ms=1)
     assert cache.get("dek_a", 3) is None
-    assert not cache._entries
+    assert "dek_a" not in cache._entries
