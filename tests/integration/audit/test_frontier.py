@@ -6,7 +6,6 @@ independent verifier (tests/independent_verifier.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
@@ -14,6 +13,7 @@ from audit import merkle
 from audit.log import AuditLog
 from audit.models import EntryDraft
 from tests import independent_verifier as ref
+from tests.helpers.statements import Statements
 from vault.clock import ManualClock
 from vault.errors import StorageError
 from vault.storage import Database
@@ -61,21 +61,6 @@ async def assert_tree_is_right(database: Database) -> None:
     assert frontier == await node_hashes(database, size)
 
 
-class NodeReads:
-    """Counts the statements that read ``audit_nodes``."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        run = Database._run
-
-        async def spied(db: Database, sql: str, args: Sequence[object]) -> Any:
-            if sql.lstrip().upper().startswith("SELECT") and "audit_nodes" in sql:
-                self.count += 1
-            return await run(db, sql, args)
-
-        monkeypatch.setattr(Database, "_run", spied)
-
-
 async def test_every_append_keeps_the_frontier_of_its_size(database: Database) -> None:
     audit = AuditLog(database=database, clock=ManualClock())
     assert (await kept(database))[2] is None  # as migrated: nothing appended yet
@@ -90,10 +75,10 @@ async def test_another_writers_append_reads_no_nodes(
     first = AuditLog(database=database, clock=ManualClock())
     second = AuditLog(database=database, clock=ManualClock())
     await append(first, 1, 2, 3)
-    reads = NodeReads(monkeypatch)
+    reads = Statements(monkeypatch, database)
     for i in range(6):  # each append follows the other log's
         await append(second if i % 2 == 0 else first, i, i + 10)
-    assert reads.count == 0
+    assert reads.count("SELECT", "FROM audit_nodes") == 0
     await assert_tree_is_right(database)
 
 
@@ -112,10 +97,10 @@ async def test_a_missing_or_damaged_frontier_is_read_from_the_nodes(
     first = AuditLog(database=database, clock=ManualClock())
     await append(first, *range(7))
     await database.execute("UPDATE audit_state SET frontier = $1", damage)
-    reads = NodeReads(monkeypatch)
+    reads = Statements(monkeypatch, database)
     second = AuditLog(database=database, clock=ManualClock())  # no cached frontier
     await append(second, 7, 8)
-    assert reads.count == 1
+    assert reads.count("SELECT", "FROM audit_nodes") == 1
     await assert_tree_is_right(database)
 
 
