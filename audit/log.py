@@ -425,7 +425,7 @@ class AuditLog:
         try:
             value, drafts = await unit.work()
             for draft in drafts:  # a bad entry fails its own unit, not the batch
-                draft.to_entry(seq=0, ts=0)
+                draft.validate()
         except ConnectionLostBeforeCommit:
             raise  # the whole batch runs again
         except Exception as exc:

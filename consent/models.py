@@ -61,6 +61,16 @@ class Consent:
             return Status.EXPIRED
         return self.status
 
+    def counted(self, fetch_count: int, status: Status) -> Consent:
+        """This consent with another fetch count and status: ``dataclasses.replace``
+        without its per-call field walk and ``__init__`` (a read counts its fetch
+        inside the batch's transaction, holding the write lock). The fields are
+        copied as they are, so nothing is checked that ``__init__`` would check
+        (it checks nothing)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__, fetch_count=fetch_count, status=status)
+        return copy
+
     def viewed_at(self, now: int) -> Consent:
         return replace(self, status=self.effective_status(now))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from audit.log import shared_scope
@@ -98,7 +97,7 @@ class LockedConsents:
         )
         loaded, _ = self._counted.get(consent_id, (consent.fetch_count, now))
         self._counted[consent_id] = (loaded, now)
-        self.rows[consent_id] = replace(consent, fetch_count=count, status=status)
+        self.rows[consent_id] = consent.counted(count, status)
         if not self._deferred:
             self._deferred = True
             scope = shared_scope()

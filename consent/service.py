@@ -28,7 +28,7 @@ from consent.errors import (
     ConsentStateConflict,
     ScopeNotConsented,
 )
-from consent.models import DAY_MS, Consent, ReadGrant, Receipt, Status, StoredSuggestion
+from consent.models import DAY_MS, Consent, Items, ReadGrant, Receipt, Status, StoredSuggestion
 from consent.repository import ConsentRepository, EventRepository, SuggestionRepository
 from policies import (
     Catalogue,
@@ -43,6 +43,9 @@ from vault.models import StoredVersion, new_id
 from vault.service import Actor
 
 RECEIPT_TYP = "consent-receipt+jwt"
+
+#: (purpose, items) pairs whose released fields a ConsentService remembers at most.
+RELEASED_MEMO = 4096
 
 T = TypeVar("T")
 
@@ -99,6 +102,10 @@ class ConsentService:
         self.audit = audit
         self.clock = clock
         self.catalogue = catalogue
+        # released_fields per (purpose, items) under the catalogue it was computed
+        # with: a read decides inside the batch's transaction, and consents repeat.
+        self._released_under: Catalogue | None = None
+        self._released: dict[tuple[str, Items], dict[str, tuple[str, ...]]] = {}
         self.sign_receipt = sign_receipt
         self.controller = controller
         self.jurisdiction = jurisdiction
@@ -327,7 +334,7 @@ class ConsentService:
             refusal = _DENIAL_BY_STATUS[consent.status](f"consent is {consent.status.value}")
             refusal.citizen_id = consent.citizen_id
             return refusal, drafts
-        released = released_fields(self.catalogue(), consent.purpose, consent.items_mapping())
+        released = self._released_fields(consent)
         if types is not None:
             if any(t not in released for t in types):
                 refusal = ScopeNotConsented("this record type is not released by the consent")
@@ -340,6 +347,20 @@ class ConsentService:
             return refusal, drafts
         return ReadGrant(consent=consent, released=released), drafts
 
+    def _released_fields(self, consent: Consent) -> dict[str, tuple[str, ...]]:
+        """``released_fields`` under the current catalogue, remembered per purpose and
+        items until the catalogue changes (at most ``RELEASED_MEMO`` pairs; a fresh
+        dict each call, the caller may change it)."""
+        catalogue = self.catalogue()
+        if catalogue is not self._released_under or len(self._released) >= RELEASED_MEMO:
+            self._released_under, self._released = catalogue, {}
+        key = (consent.purpose, consent.items)
+        released = self._released.get(key)
+        if released is None:
+            released = released_fields(catalogue, consent.purpose, consent.items_mapping())
+            self._released[key] = released
+        return dict(released)
+
     async def count_fetch(
         self, grant: ReadGrant, *, actor: Actor
     ) -> tuple[Consent | ConsentError, list[EntryDraft]]:
@@ -349,7 +370,7 @@ class ConsentService:
         if counted is None:
             return ConsentExhausted("the consent's fetches are used up"), []
         fetch_count, status = counted
-        consent = replace(grant.consent, fetch_count=fetch_count, status=status)
+        consent = grant.consent.counted(fetch_count, status)
         if status == Status.EXHAUSTED:
             return consent, [
                 self._entry(Actor("system", "fetch-limit"), "consent.exhausted", consent)

@@ -1,0 +1,217 @@
+"""What a batch of consented reads costs while it holds the write lock, in-process.
+
+Under the served headline load (``bench/vs_openbao.py``) SQLite's write lock is held
+~85 % of the time and the two workers' batches take turns on it, so the reads/s are
+bounded by how long a batch holds it: the event loop's work inside the transaction
+(loads, each unit's decision, the deferred writes, the append) and the COMMIT. This
+script measures exactly that work on an otherwise idle event loop, with the
+services ``oncevault serve`` builds (local KEK, SQLite WAL), far from the machine's
+noise that moves the served numbers by ±25 %:
+
+* ``CONCURRENCY`` reads (``DataReader.read``, the call behind ``GET /v1/data/{type}``,
+  with the rate-limit gate the route passes) are started together, so they meet in
+  one batch, ``--batches`` times, over ``--citizens`` consented citizens;
+* the event loop's CPU (``time.thread_time``) inside the batch's transaction, from
+  its first statement to the COMMIT, is reported per batch and per read, with the
+  whole read's loop CPU and the COMMIT's wall time.
+
+Usage: ``.venv/bin/python bench/read_batch.py [--batches 400] [--concurrency 24]
+[--synchronous FULL] [--profile out.pstats]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from api.db import migrate, open_database
+from api.runtime import Runtime
+from api.settings import DatabaseURL
+from bench.benchlib import RECORD_TYPE, RELEASED, income_record
+from consent.tokens import SignedToken
+from tests.helpers.clients import TestClient, register
+from tests.helpers.runtime import local_settings, open_runtime
+from vault import storage
+from vault.clock import ManualClock
+from vault.models import Subject
+from vault.service import Actor
+
+TYPE = RECORD_TYPE
+ISSUER = Actor("client", "nts", "req_issue")
+
+
+class InLock:
+    """Times each write transaction of the database: loop CPU from its first statement
+    to the COMMIT, and the COMMIT's wall time (wraps ``Database._sqlite_transaction``
+    and ``_on_writer_thread`` of this one object)."""
+
+    def __init__(self, database: storage.Database) -> None:
+        self.cpu: list[float] = []
+        self.commit: list[float] = []
+        self._open: float | None = None
+        original_tx = database._sqlite_transaction
+        original_thread = database._on_writer_thread
+        timer = self
+
+        @asynccontextmanager
+        async def timed_tx(*, write: bool) -> Any:
+            async with original_tx(write=write):
+                timer._open = time.thread_time()
+                yield
+                if timer._open is not None:
+                    timer.cpu.append(time.thread_time() - timer._open)
+                    timer._open = None
+
+        async def timed_thread(call: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await original_thread(call)
+            finally:
+                timer.commit.append(time.perf_counter() - start)
+
+        database._sqlite_transaction = timed_tx  # type: ignore[method-assign]
+        database._on_writer_thread = timed_thread  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.cpu.clear()
+        self.commit.clear()
+
+
+async def seed(runtime: Runtime, citizens: int) -> list[str]:
+    assert runtime.vault is not None and runtime.consents is not None
+    await register(runtime, TestClient("kbank"))
+    consent_ids = []
+    for n in range(citizens):
+        citizen = await runtime.vault.resolve(Subject.parse({"nid": f"90010{n:08d}"}))
+        await runtime.vault.put(
+            citizen_id=citizen,
+            record_type=TYPE,
+            data=income_record(n),
+            source="nts",
+            actor=ISSUER,
+            client_id="nts",
+        )
+        consent, _ = await runtime.consents.request(
+            citizen_id=citizen,
+            client_id="kbank",
+            purpose="mortgage_screening",
+            items=[{"type": TYPE, "fields": list(RELEASED)}],
+            access="standing",
+            valid_days=30,
+            max_fetches=None,
+            case_reference=None,
+            actor=Actor("client", "kbank"),
+        )
+        await runtime.consents.approve(
+            consent.consent_id, citizen_id=citizen, actor=Actor("citizen", citizen)
+        )
+        consent_ids.append(consent.consent_id)
+    return consent_ids
+
+
+def token(consent_id: str) -> SignedToken:
+    return SignedToken(
+        client_id="kbank",
+        jti=secrets.token_urlsafe(12),
+        scope=frozenset({"consumer"}),
+        consent_id=consent_id,
+        expires_at=2**40,
+        proof_use=None,
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        path = tmp_path / "oncevault.sqlite"
+        database = open_database(
+            DatabaseURL(dialect="sqlite", url=f"sqlite:///{path}", sqlite_path=path)
+        )
+        database.sqlite_synchronous = args.synchronous
+        await database.start(create=True)
+        await migrate(database)
+        settings = local_settings(tmp_path, ONCEVAULT_RATE_LIMIT_PER_MINUTE="10000000")
+        runtime = await open_runtime(settings, database, ManualClock())
+        try:
+            consent_ids = await seed(runtime, args.citizens)
+            reader = runtime.reader
+            limiter = runtime.rate_limiter
+            assert reader is not None and limiter is not None
+            tokens = [token(c) for c in consent_ids]  # one per citizen, reused
+            timer = InLock(database)
+
+            async def gate() -> Any:
+                decision = await limiter.hit_here("kbank", "read")
+                return None if decision.allowed else RuntimeError("rate limited")
+
+            async def one(i: int) -> None:
+                t = tokens[i % len(tokens)]
+                result = await reader.read(
+                    consent_id=t.consent_id or "",
+                    token=t,
+                    role="consumer",
+                    types=[TYPE],
+                    request_id="req_" + str(i),
+                    gate=gate,
+                )
+                assert result.items, "a read released nothing"
+
+            async def batches(count: int, offset: int) -> float:
+                start = time.thread_time()
+                for b in range(count):
+                    base = offset + b * args.concurrency
+                    await asyncio.gather(*(one(base + k) for k in range(args.concurrency)))
+                return time.thread_time() - start
+
+            await batches(20, 0)  # warm-up: DEKs unwrapped, signatures and statements cached
+            timer.reset()
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                profiler.enable()
+            wall = time.perf_counter()
+            loop_cpu = await batches(args.batches, 10_000)
+            wall = time.perf_counter() - wall
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            reads = args.batches * args.concurrency
+            in_tx = list(timer.cpu)
+            print(
+                f"{reads} reads in {len(in_tx)} transactions ({reads / len(in_tx):.1f} reads each),"
+                f" {reads / wall:,.0f} reads/s on one idle loop"
+            )
+            print(
+                f"in the transaction (loop CPU): median {statistics.median(in_tx) * 1e3:.3f} ms"
+                f" a batch, {sum(in_tx) / reads * 1e6:.1f} µs a read"
+            )
+            print(
+                f"COMMIT wall: median {statistics.median(timer.commit) * 1e3:.3f} ms;"
+                f" whole read, loop CPU: {loop_cpu / reads * 1e6:.1f} µs"
+            )
+        finally:
+            await runtime.close(database=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=24)
+    parser.add_argument("--citizens", type=int, default=100)
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    parser.add_argument("--profile", help="write cProfile stats of the measured batches here")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""What the read decision remembers, and what it may not: inside the batch's
+transaction a read copies its consent with the new fetch count
+(``Consent.counted``, not ``dataclasses.replace``) and takes the released fields
+from a memo per purpose and items that the next catalogue replaces at once."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from consent.models import Consent, Status
+from consent.service import RELEASED_MEMO, ConsentService
+from policies import Catalogue
+from tests.unit.policies.builders import catalogue_with
+
+TYPES = {"a": ["f1", "f2", "f3"], "b": ["g1", "g2"]}
+
+
+def consent(**changes: Any) -> Consent:
+    base = Consent(
+        consent_id="cs_1",
+        citizen_id="c_1",
+        client_id="kbank",
+        purpose="p",
+        items=(("a", ("f1", "f2")), ("b", ("g1",))),
+        access="standing",
+        max_fetches=3,
+        valid_days=30,
+        valid_from=1,
+        valid_until=2,
+        legal_basis="consent",
+        case_reference=None,
+        created_at=1,
+        policy_version="v1",
+        status=Status.ACTIVE,
+        fetch_count=1,
+        receipt_version=4,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_counted_is_replace_of_the_count_and_status() -> None:
+    original = consent()
+    counted = original.counted(3, Status.EXHAUSTED)
+    assert counted == dataclasses.replace(original, fetch_count=3, status=Status.EXHAUSTED)
+    assert type(counted) is Consent
+    assert (original.fetch_count, original.status) == (1, Status.ACTIVE)  # untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        counted.fetch_count = 9  # type: ignore[misc]
+
+
+class Catalogues:
+    def __init__(self, first: Catalogue) -> None:
+        self.current = first
+
+    def __call__(self) -> Catalogue:
+        return self.current
+
+
+def service(catalogues: Catalogues) -> ConsentService:
+    # Only the catalogue is used by the memo.
+    return ConsentService(
+        repo=None,  # type: ignore[arg-type]
+        audit=None,  # type: ignore[arg-type]
+        clock=None,  # type: ignore[arg-type]
+        catalogue=catalogues,
+        sign_receipt=lambda claims: "",
+        controller="test",
+        suggestions=None,  # type: ignore[arg-type]
+        events=None,  # type: ignore[arg-type]
+    )
+
+
+def test_the_released_fields_follow_a_new_catalogue_at_once() -> None:
+    catalogues = Catalogues(catalogue_with(TYPES, {"a": ["f1", "f2"], "b": ["g1"]}))
+    consents = service(catalogues)
+    assert consents._released_fields(consent()) == {"a": ("f1", "f2"), "b": ("g1",)}
+    catalogues.current = catalogue_with(TYPES, {"a": ["f1"]})  # narrowed
+    assert consents._released_fields(consent()) == {"a": ("f1",)}
+
+
+def test_a_caller_changing_its_answer_does_not_change_the_memo() -> None:
+    consents = service(Catalogues(catalogue_with(TYPES, {"a": ["f1", "f2"], "b": ["g1"]})))
+    first = consents._released_fields(consent())
+    first.pop("a")
+    assert consents._released_fields(consent()) == {"a": ("f1", "f2"), "b": ("g1",)}
+
+
+def test_other_items_get_their_own_answer_and_the_memo_stays_bounded() -> None:
+    consents = service(Catalogues(catalogue_with(TYPES, {"a": ["f1", "f2"], "b": ["g1"]})))
+    assert consents._released_fields(consent(items=(("b", ("g1", "g2")),))) == {"b": ("g1",)}
+    assert consents._released_fields(consent(purpose="unknown")) == {}
+    for n in range(RELEASED_MEMO + 10):
+        consents._released_fields(consent(items=(("a", (f"x{n}",)),)))
+    assert len(consents._released) <= RELEASED_MEMO
+    assert consents._released_fields(consent()) == {"a": ("f1", "f2"), "b": ("g1",)}
