@@ -109,15 +109,19 @@ class EntryDraft:
         """
         if self.actor_type not in ACTOR_TYPES:
             raise InvalidEntry("actor.type: unknown")
-        _check_token("actor.id", self.actor_id)
         _check_token("action", self.action, nullable=False)
-        _check_token("citizen_id", self.citizen_id)
-        _check_token("client_id", self.client_id)
-        _check_token("consent_id", self.consent_id)
-        _check_token("purpose", self.purpose)
-        _check_token("record_type", self.record_type)
-        _check_token("reason_code", self.reason_code)
-        _check_token("request_id", self.request_id)
+        for name, value in (
+            ("actor.id", self.actor_id),
+            ("citizen_id", self.citizen_id),
+            ("client_id", self.client_id),
+            ("consent_id", self.consent_id),
+            ("purpose", self.purpose),
+            ("record_type", self.record_type),
+            ("reason_code", self.reason_code),
+            ("request_id", self.request_id),
+        ):
+            if value is not None and not is_token(value):
+                _check_token(name, value)  # raises
         _check_int("record_version", self.record_version, nullable=True)
         if self.outcome not in OUTCOMES:
             raise InvalidEntry("outcome: expected ok, denied or error")

@@ -43,7 +43,11 @@ if TYPE_CHECKING:
 
     from tests.helpers.clients import TestClient
 
-configure_logging(level="warning", json=True)
+if "pytest" not in sys.modules:
+    # Quiet for the benchmark scripts; under pytest (tests/unit/bench imports this
+    # module while collecting) the test session's logging is left as it is, or
+    # every later test capturing info logs would capture nothing.
+    configure_logging(level="warning", json=True)
 
 #: Where the benchmarks' results are kept (``--write-doc``).
 DOC = ROOT / "docs" / "performance.md"

@@ -16,7 +16,7 @@ noise that moves the served numbers by ±25 %:
   whole read's loop CPU and the COMMIT's wall time.
 
 Usage: ``.venv/bin/python bench/read_batch.py [--batches 400] [--concurrency 24]
-[--synchronous FULL] [--profile out.pstats]``.
+[--vary] [--synchronous FULL] [--profile out.pstats]``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import random
 import secrets
 import statistics
 import sys
@@ -167,12 +168,22 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 assert result.items, "a read released nothing"
 
-            async def batches(count: int, offset: int) -> float:
-                start = time.thread_time()
-                for b in range(count):
-                    base = offset + b * args.concurrency
-                    await asyncio.gather(*(one(base + k) for k in range(args.concurrency)))
-                return time.thread_time() - start
+            sizes = random.Random(7)
+
+            def size() -> int:
+                # --vary: batch sizes spread around the concurrency, as the server's
+                # are (each size is another statement text for the IN lists).
+                if not args.vary:
+                    return int(args.concurrency)
+                return sizes.randint(1, 2 * args.concurrency - 1)
+
+            async def batches(count: int, offset: int) -> tuple[float, int]:
+                start, reads = time.thread_time(), 0
+                for _ in range(count):
+                    n = size()
+                    await asyncio.gather(*(one(offset + reads + k) for k in range(n)))
+                    reads += n
+                return time.thread_time() - start, reads
 
             await batches(20, 0)  # warm-up: DEKs unwrapped, signatures and statements cached
             timer.reset()
@@ -180,12 +191,11 @@ async def run(args: argparse.Namespace) -> None:
             if profiler is not None:
                 profiler.enable()
             wall = time.perf_counter()
-            loop_cpu = await batches(args.batches, 10_000)
+            loop_cpu, reads = await batches(args.batches, 10_000)
             wall = time.perf_counter() - wall
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
-            reads = args.batches * args.concurrency
             in_tx = list(timer.cpu)
             print(
                 f"{reads} reads in {len(in_tx)} transactions ({reads / len(in_tx):.1f} reads each),"
@@ -195,8 +205,11 @@ async def run(args: argparse.Namespace) -> None:
                 f"in the transaction (loop CPU): median {statistics.median(in_tx) * 1e3:.3f} ms"
                 f" a batch, {sum(in_tx) / reads * 1e6:.1f} µs a read"
             )
+            commits = sorted(timer.commit)
             print(
-                f"COMMIT wall: median {statistics.median(timer.commit) * 1e3:.3f} ms;"
+                f"COMMIT wall: median {statistics.median(commits) * 1e3:.3f} ms,"
+                f" p90 {commits[int(len(commits) * 0.9)] * 1e3:.3f} ms,"
+                f" max {commits[-1] * 1e3:.3f} ms, total {sum(commits):.3f} s;"
                 f" whole read, loop CPU: {loop_cpu / reads * 1e6:.1f} µs"
             )
         finally:
@@ -208,6 +221,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=24)
     parser.add_argument("--citizens", type=int, default=100)
+    parser.add_argument(
+        "--vary", action="store_true", help="batch sizes from 1 to 2 x concurrency - 1"
+    )
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument("--profile", help="write cProfile stats of the measured batches here")
     asyncio.run(run(parser.parse_args()))

@@ -19,7 +19,11 @@ event loop (docs/performance.md, "SQLite on the event loop"):
 * the two calls that can wait run on one dedicated thread: taking the write lock
   (``BEGIN IMMEDIATE``, after an ``flock`` on ``<database>.writelock`` that queues
   this project's writers in the kernel instead of SQLite's sleeping busy handler)
-  and ``COMMIT`` (the WAL fsync);
+  when another writer holds it, and ``COMMIT`` (the WAL fsync) when COMMITs are slow.
+  While they take less than ``SQLITE_INLINE_COMMIT`` on average, COMMIT runs on the
+  loop: the write lock is then released the moment the fsync returns, instead of
+  after the writer thread has woken up and won the GIL back from a busy loop (the
+  other process's writers wait for that lock);
 * one transaction at a time per process (an ``asyncio.Lock``): the group commit
   batches every concurrent unit into one transaction anyway.
 """
@@ -33,6 +37,7 @@ import fcntl
 import os
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -79,6 +84,13 @@ POOL_CLOSE_SECONDS = 5.0
 #: Ids per ``IN (...)`` list in set-based statements: far below SQLite's 32,766 and
 #: PostgreSQL's 32,767 parameters per statement.
 IN_CHUNK = 500
+
+#: COMMIT runs on the event loop while COMMITs take less than this many seconds on
+#: average (an exponential average of the last ones, ``COMMIT_AVERAGE_WEIGHT`` for the
+#: newest); above it, on the writer thread, so a slow disk's fsync does not stop the
+#: loop. docs/performance.md: "COMMIT on the loop".
+SQLITE_INLINE_COMMIT = 0.002
+COMMIT_AVERAGE_WEIGHT = 0.1
 
 
 def marks(count: int, *, first: int = 1) -> str:
@@ -153,6 +165,11 @@ class Database:
         self._writer_lock = asyncio.Lock()
         self._writer_thread: ThreadPoolExecutor | None = None
         self._lock_fd: int | None = None
+        #: Average COMMIT duration in seconds (SQLITE_INLINE_COMMIT), and how many
+        #: COMMITs ran on the loop and on the writer thread.
+        self.commit_seconds = 0.0
+        self.commits_inline = 0
+        self.commits_on_thread = 0
         self._sqlite_tx: contextvars.ContextVar[sqlite3.Connection | None] = contextvars.ContextVar(
             f"sqlite_tx_{id(self)}", default=None
         )
@@ -381,8 +398,8 @@ class Database:
 
     @staticmethod
     def _commit(connection: sqlite3.Connection, lock_fd: int | None) -> None:
-        """On the writer thread: COMMIT (the fsync), then let the next writer in at
-        once, without waiting for the event loop to resume the committing task."""
+        """COMMIT (the fsync), then let the next writer in at once: on the writer
+        thread, without waiting for the event loop to resume the committing task."""
         try:
             connection.commit()
         except sqlite3.Error:
@@ -392,6 +409,26 @@ class Database:
         finally:
             if lock_fd is not None:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+    async def _commit_write(self, connection: sqlite3.Connection, lock_fd: int | None) -> None:
+        """COMMIT on the loop while COMMITs are fast, else on the writer thread; keeps
+        the average either way (so a disk that became fast again is seen)."""
+
+        def timed() -> None:
+            start = time.perf_counter()
+            try:
+                self._commit(connection, lock_fd)
+            finally:
+                self.commit_seconds += COMMIT_AVERAGE_WEIGHT * (
+                    time.perf_counter() - start - self.commit_seconds
+                )
+
+        if self.commit_seconds < SQLITE_INLINE_COMMIT:
+            self.commits_inline += 1
+            timed()
+        else:
+            self.commits_on_thread += 1
+            await self._on_writer_thread(timed)
 
     def _drop_writer_if_broken(self, connection: sqlite3.Connection) -> None:
         """After a failed BEGIN, COMMIT or ROLLBACK: a connection still inside a
@@ -437,7 +474,7 @@ class Database:
                         self._drop_writer_if_broken(connection)
                     raise
                 try:
-                    await self._on_writer_thread(lambda: self._commit(connection, lock_fd))
+                    await self._commit_write(connection, lock_fd)
                 except sqlite3.Error as exc:
                     self._drop_writer_if_broken(connection)
                     raise StorageError(f"commit failed ({exc.__class__.__name__})") from None

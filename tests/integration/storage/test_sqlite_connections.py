@@ -1,7 +1,8 @@
 """SQLite on the event loop (vault/storage.py): the loop never waits for a lock.
 
-Statements run inline on long-lived connections; taking the write lock and COMMIT
-run on the writer thread. These tests hold SQLite's write lock from *another*
+Statements run inline on long-lived connections; taking the write lock runs on the
+writer thread when another writer holds it, COMMIT when COMMITs are slow (on the loop
+while they are fast). These tests hold SQLite's write lock from *another*
 connection (as a second worker or an operator's tool would) and check that the
 event loop keeps ticking, that writers queue instead of failing, and that nothing
 is lost.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from vault import storage
 from vault.errors import StorageError
 from vault.storage import Database
 
@@ -178,11 +180,14 @@ async def test_a_deleted_file_is_a_storage_error_not_a_new_database(tmp_path: Pa
     assert not (tmp_path / "missing.sqlite").exists()
 
 
+@pytest.mark.parametrize("where", ["loop", "writer thread"])
 async def test_a_failed_commit_leaves_no_stuck_writer(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     """A COMMIT that fails and leaves the connection inside its transaction (an I/O
     error) costs that transaction only: the next one starts on a fresh connection."""
+    if where == "writer thread":
+        db.commit_seconds = 1.0  # COMMITs have been slow
 
     def failing_commit(connection: sqlite3.Connection, lock_fd: int | None) -> None:
         if lock_fd is not None:
@@ -200,3 +205,69 @@ async def test_a_failed_commit_leaves_no_stuck_writer(
     monkeypatch.undo()
     await write(2)
     assert await db.fetch("SELECT n FROM t") == [{"n": 2}]
+
+
+REAL_COMMIT = Database._commit
+
+
+class CommitSpy:
+    """Database._commit, recording the thread it ran on, ``delay`` seconds slower."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.threads: list[str] = []
+
+    def __call__(self, connection: sqlite3.Connection, lock_fd: int | None) -> None:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.delay)
+        REAL_COMMIT(connection, lock_fd)
+
+
+async def test_commit_runs_on_the_loop_while_commits_are_fast(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = CommitSpy(0.0)
+    monkeypatch.setattr(Database, "_commit", staticmethod(spy))
+    inline, on_thread = db.commits_inline, db.commits_on_thread
+    for n in range(5):
+        async with db.transaction():
+            await db.execute("INSERT INTO t (n) VALUES ($1)", n)
+    assert spy.threads == [threading.current_thread().name] * 5
+    assert db.commit_seconds < storage.SQLITE_INLINE_COMMIT
+    assert (db.commits_inline - inline, db.commits_on_thread - on_thread) == (5, 0)
+    assert [row["n"] for row in await db.fetch("SELECT n FROM t ORDER BY n")] == [0, 1, 2, 3, 4]
+
+
+async def test_slow_commits_move_to_the_writer_thread_and_back(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk whose fsync got slow: once the average passes SQLITE_INLINE_COMMIT the
+    COMMIT runs on the writer thread and the loop keeps ticking through it; once the
+    disk is fast again the average falls and COMMIT comes back to the loop."""
+    loop_thread = threading.current_thread().name
+    slow = CommitSpy(0.3)
+    monkeypatch.setattr(Database, "_commit", staticmethod(slow))
+
+    async def write(n: int) -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO t (n) VALUES ($1)", n)
+
+    await write(1)  # the first slow one still runs on the loop (nothing measured yet)
+    assert db.commit_seconds >= storage.SQLITE_INLINE_COMMIT
+    writer = asyncio.ensure_future(write(2))
+    gap = await _largest_loop_gap(writer)
+    await writer
+    assert slow.threads[0] == loop_thread
+    assert slow.threads[1].startswith("sqlite-writer")
+    assert gap < 0.2, f"the event loop stalled for {gap * 1000:.0f} ms"
+
+    fast = CommitSpy(0.0)
+    monkeypatch.setattr(Database, "_commit", staticmethod(fast))
+    n = 3
+    while fast.threads[-1:] != [loop_thread]:
+        await write(n)
+        n += 1
+        assert n < 200, "the average never came back down"
+    assert fast.threads[0].startswith("sqlite-writer")
+    rows = await db.fetch("SELECT count(*) AS c FROM t")
+    assert rows == [{"c": n - 1}]
