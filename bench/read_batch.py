@@ -55,14 +55,17 @@ ISSUER = Actor("client", "nts", "req_issue")
 class InLock:
     """Times each write transaction of the database: loop CPU from its first statement
     to the COMMIT, and the COMMIT's wall time (wraps ``Database._sqlite_transaction``
-    and ``_on_writer_thread`` of this one object)."""
+    and the COMMIT call of this one object)."""
 
     def __init__(self, database: storage.Database) -> None:
         self.cpu: list[float] = []
         self.commit: list[float] = []
         self._open: float | None = None
         original_tx = database._sqlite_transaction
-        original_thread = database._on_writer_thread
+        # The COMMIT: on the loop or the writer thread (_commit_write, since 16aa657),
+        # or always on the writer thread (before).
+        commit_name = "_commit_write" if hasattr(database, "_commit_write") else "_on_writer_thread"
+        original_commit = getattr(database, commit_name)
         timer = self
 
         @asynccontextmanager
@@ -74,15 +77,15 @@ class InLock:
                     timer.cpu.append(time.thread_time() - timer._open)
                     timer._open = None
 
-        async def timed_thread(call: Any) -> Any:
+        async def timed_commit(*args: Any) -> Any:
             start = time.perf_counter()
             try:
-                return await original_thread(call)
+                return await original_commit(*args)
             finally:
                 timer.commit.append(time.perf_counter() - start)
 
         database._sqlite_transaction = timed_tx  # type: ignore[method-assign]
-        database._on_writer_thread = timed_thread  # type: ignore[method-assign]
+        setattr(database, commit_name, timed_commit)
 
     def reset(self) -> None:
         self.cpu.clear()
