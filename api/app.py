@@ -27,6 +27,7 @@ from api.runtime import Runtime
 from api.settings import Settings
 from api.web import web_router
 from vault.errors import KeyProviderMisconfigured, KeyProviderUnavailable, StorageError
+from vault.service import ERASURE_WATCH_SECONDS
 from vault.storage import Database
 
 log = structlog.get_logger(__name__)
@@ -72,6 +73,20 @@ async def _housekeeping(runtime: Runtime, *, interval: float = 3600.0) -> None:
         await asyncio.sleep(interval)
 
 
+async def _forget_erased(runtime: Runtime, *, interval: float = ERASURE_WATCH_SECONDS) -> None:
+    """Drop cached DEKs soon after an erasure made by another worker (every second)."""
+    while True:
+        try:
+            assert runtime.vault is not None
+            if await runtime.vault.forget_erased_elsewhere():
+                log.info("dek_cache.cleared", reason="erasure")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the next look retries
+            log.warning("dek_cache.erasure_watch_failed", error=exc.__class__.__name__)
+        await asyncio.sleep(interval)
+
+
 def create_app(settings: Settings, *, database: Database | None = None) -> Litestar:
     """Build the app for ``settings``; ``database`` lets tests inject one."""
 
@@ -84,6 +99,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
             assert runtime.checkpointer is not None
             checkpointing = asyncio.create_task(runtime.checkpointer.run(), name="checkpoints")
             housekeeping = asyncio.create_task(_housekeeping(runtime), name="housekeeping")
+            erasures = asyncio.create_task(_forget_erased(runtime), name="erasure-watch")
             app.state.runtime = runtime
             log.info(
                 "app.started",
@@ -91,7 +107,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
                 key_provider=settings.key_provider,
             )
             yield
-            for task in (checkpointing, housekeeping):
+            for task in (checkpointing, housekeeping, erasures):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

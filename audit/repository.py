@@ -143,6 +143,19 @@ class AuditRepository:
             raise RuntimeError("audit_state row is missing")
         return TreeState(size=int(row["size"]), root_hash=_bytes(row["root_hash"]))
 
+    async def latest_seq_of(self, actions: Sequence[str]) -> int | None:
+        """The seq of the newest entry of one of ``actions`` (the ``(action, seq)``
+        index answers it), or None when there is none."""
+        found: int | None = None
+        for action in actions:
+            row = await self.db.fetchrow(
+                "SELECT max(seq) AS seq FROM audit_entries WHERE action = $1", action
+            )
+            if row is not None and row["seq"] is not None:
+                seq = int(row["seq"])
+                found = seq if found is None else max(found, seq)
+        return found
+
     async def set_state(self, state: TreeState, frontier: bytes) -> None:
         await self.db.execute(
             "UPDATE audit_state SET size = $1, root_hash = $2, frontier = $3 WHERE id = 1",

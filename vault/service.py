@@ -52,6 +52,12 @@ _PAYLOAD_ENCODER = msgspec.json.Encoder(order="sorted")
 DEK_VERSION = 1
 ROTATION_PAGE = 500
 
+#: The audit actions of an erasure (an API or retention erasure, one re-applied from
+#: the ledger at start-up): a new one makes every process drop its cached DEKs.
+ERASURE_ACTIONS = ("record.erased", "erasure.reapplied")
+#: How often each server process looks for erasures made by another one (seconds).
+ERASURE_WATCH_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -241,6 +247,9 @@ class VaultService:
         self._unwrapping: dict[tuple[str, int], asyncio.Future[bytes | Exception | None]] = {}
         #: Called after every erasure, before it answers (refreshes the checkpoint copy).
         self.after_erasure: Callable[[], Awaitable[object]] | None = None
+        #: The newest erasure entry :meth:`forget_erased_elsewhere` has seen (None:
+        #: none looked at yet; -1: the log had none).
+        self._erasure_seen: int | None = None
 
     # -- citizens -------------------------------------------------------------------
 
@@ -844,6 +853,25 @@ class VaultService:
         if self.after_erasure is not None:
             await self.after_erasure()
         return ErasureResult(citizen_id, tuple(doomed), at, index_removed)
+
+    async def forget_erased_elsewhere(self) -> bool:
+        """Drop every unwrapped DEK held in memory when an erasure was recorded since
+        the last call (by any process; the first call too); True when it did.
+
+        An erasure forgets its own DEKs in the process that ran it; another worker may
+        still hold them in its DEK cache. Nothing can use them there (a read needs the
+        DEK row, which is gone), but shredded key material should not outlive the
+        erasure by the cache's TTL: the server calls this every
+        ``ERASURE_WATCH_SECONDS``. One indexed lookup a call; erasures are rare, so
+        clearing the whole cache is simpler than finding which of its keys were shred.
+        """
+        latest = await self.audit.repo.latest_seq_of(ERASURE_ACTIONS)
+        seen = -1 if latest is None else latest
+        if seen == self._erasure_seen:
+            return False
+        self._erasure_seen = seen
+        self.cache.clear()
+        return True
 
     async def _apply_erasure(
         self,
