@@ -40,13 +40,20 @@ async def test_at_most_two_batches_expand_at_once_and_every_one_is_stored(
     put_many = runtime.vault.put_many
     inside = 0
     most = 0
+    full = asyncio.Event()
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal inside, most
         inside += 1
         most = max(most, inside)
+        if inside >= BATCHES_IN_FLIGHT:
+            full.set()
         try:
-            await asyncio.sleep(0.01)  # let the other callers reach the gate
+            # Hold the first callers until the gate is full, however slowly the others
+            # arrive (no race with a busy machine), then a moment more: a caller a
+            # broken gate let through would be inside now too.
+            await asyncio.wait_for(full.wait(), timeout=10)
+            await asyncio.sleep(0.01)
             return await put_many(*args, **kwargs)
         finally:
             inside -= 1
