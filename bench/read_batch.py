@@ -16,7 +16,9 @@ noise that moves the served numbers by ±25 %:
   whole read's loop CPU and the COMMIT's wall time.
 
 Usage: ``.venv/bin/python bench/read_batch.py [--batches 400] [--concurrency 24]
-[--vary] [--synchronous FULL] [--profile out.pstats]``.
+[--vary] [--synchronous FULL] [--postgres DSN] [--profile out.pstats]``. On
+PostgreSQL the machine's CPU per read (its backends included) is the figure to watch:
+the loop waits for round trips inside the transaction.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import asyncpg
+
 from api.db import migrate, open_database
 from api.runtime import Runtime
 from api.settings import DatabaseURL
-from bench.benchlib import RECORD_TYPE, RELEASED, income_record
+from bench.benchlib import RECORD_TYPE, RELEASED, income_record, machine_busy_seconds
 from consent.tokens import SignedToken
 from tests.helpers.clients import TestClient, register
 from tests.helpers.runtime import local_settings, open_runtime
@@ -53,39 +57,26 @@ ISSUER = Actor("client", "nts", "req_issue")
 
 
 class InLock:
-    """Times each write transaction of the database: loop CPU from its first statement
-    to the COMMIT, and the COMMIT's wall time (wraps ``Database._sqlite_transaction``
-    and the COMMIT call of this one object)."""
+    """Times each transaction of the database: the loop's CPU from its first statement
+    to its end, and the wall time of its end (the COMMIT, wherever it runs); wraps
+    ``Database.transaction`` of this one object."""
 
     def __init__(self, database: storage.Database) -> None:
         self.cpu: list[float] = []
         self.commit: list[float] = []
-        self._open: float | None = None
-        original_tx = database._sqlite_transaction
-        # The COMMIT: on the loop or the writer thread (_commit_write, since 16aa657),
-        # or always on the writer thread (before).
-        commit_name = "_commit_write" if hasattr(database, "_commit_write") else "_on_writer_thread"
-        original_commit = getattr(database, commit_name)
+        original = database.transaction
         timer = self
 
         @asynccontextmanager
-        async def timed_tx(*, write: bool) -> Any:
-            async with original_tx(write=write):
-                timer._open = time.thread_time()
+        async def timed(*, write: bool = True) -> Any:
+            async with original(write=write):
+                started = time.thread_time()
                 yield
-                if timer._open is not None:
-                    timer.cpu.append(time.thread_time() - timer._open)
-                    timer._open = None
+                timer.cpu.append(time.thread_time() - started)
+                ending = time.perf_counter()
+            timer.commit.append(time.perf_counter() - ending)
 
-        async def timed_commit(*args: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await original_commit(*args)
-            finally:
-                timer.commit.append(time.perf_counter() - start)
-
-        database._sqlite_transaction = timed_tx  # type: ignore[method-assign]
-        setattr(database, commit_name, timed_commit)
+        database.transaction = timed  # type: ignore[method-assign]
 
     def reset(self) -> None:
         self.cpu.clear()
@@ -135,16 +126,44 @@ def token(consent_id: str) -> SignedToken:
     )
 
 
+async def open_store(args: argparse.Namespace, tmp_path: Path) -> tuple[storage.Database, str]:
+    """A migrated database: a SQLite file in ``tmp_path``, or a new schema on
+    ``--postgres`` (returned, to drop)."""
+    if args.postgres is None:
+        path = tmp_path / "oncevault.sqlite"
+        database = open_database(
+            DatabaseURL(dialect="sqlite", url=f"sqlite:///{path}", sqlite_path=path),
+            sqlite_synchronous=args.synchronous,
+        )
+        await database.start(create=True)
+    else:
+        schema = "read_batch_" + secrets.token_hex(4)
+        connection = await asyncpg.connect(args.postgres)
+        try:
+            await connection.execute(f'CREATE SCHEMA "{schema}"')
+        finally:
+            await connection.close()
+        database = open_database(
+            DatabaseURL(dialect="postgres", url=args.postgres), schema=schema, pool_size=10
+        )
+        await database.start()
+    await migrate(database)
+    return database, "" if args.postgres is None else schema
+
+
+async def drop_store(args: argparse.Namespace, schema: str) -> None:
+    if schema:
+        connection = await asyncpg.connect(args.postgres)
+        try:
+            await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        finally:
+            await connection.close()
+
+
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        path = tmp_path / "oncevault.sqlite"
-        database = open_database(
-            DatabaseURL(dialect="sqlite", url=f"sqlite:///{path}", sqlite_path=path)
-        )
-        database.sqlite_synchronous = args.synchronous
-        await database.start(create=True)
-        await migrate(database)
+        database, schema = await open_store(args, tmp_path)
         settings = local_settings(tmp_path, ONCEVAULT_RATE_LIMIT_PER_MINUTE="10000000")
         runtime = await open_runtime(settings, database, ManualClock())
         try:
@@ -193,9 +212,9 @@ async def run(args: argparse.Namespace) -> None:
             profiler = cProfile.Profile() if args.profile else None
             if profiler is not None:
                 profiler.enable()
-            wall = time.perf_counter()
+            wall, machine = time.perf_counter(), machine_busy_seconds()
             loop_cpu, reads = await batches(args.batches, 10_000)
-            wall = time.perf_counter() - wall
+            wall, machine = time.perf_counter() - wall, machine_busy_seconds() - machine
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
@@ -215,8 +234,13 @@ async def run(args: argparse.Namespace) -> None:
                 f" max {commits[-1] * 1e3:.3f} ms, total {sum(commits):.3f} s;"
                 f" whole read, loop CPU: {loop_cpu / reads * 1e6:.1f} µs"
             )
+            print(
+                f"machine CPU (this process, the database's and anything else running):"
+                f" {machine / reads * 1e6:.1f} µs a read"
+            )
         finally:
             await runtime.close(database=True)
+            await drop_store(args, schema)
 
 
 def main() -> None:
@@ -228,6 +252,7 @@ def main() -> None:
         "--vary", action="store_true", help="batch sizes from 1 to 2 x concurrency - 1"
     )
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    parser.add_argument("--postgres", help="a DSN: run on a new schema there instead of SQLite")
     parser.add_argument("--profile", help="write cProfile stats of the measured batches here")
     asyncio.run(run(parser.parse_args()))
 
