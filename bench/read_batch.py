@@ -46,14 +46,12 @@ from api.settings import DatabaseURL
 from bench.benchlib import RECORD_TYPE, RELEASED, income_record, machine_busy_seconds
 from consent.tokens import SignedToken
 from tests.helpers.clients import TestClient, register
+from tests.helpers.reads import citizen_with_consent
 from tests.helpers.runtime import local_settings, open_runtime
 from vault import storage
 from vault.clock import ManualClock
-from vault.models import Subject
-from vault.service import Actor
 
 TYPE = RECORD_TYPE
-ISSUER = Actor("client", "nts", "req_issue")
 
 
 class InLock:
@@ -84,35 +82,12 @@ class InLock:
 
 
 async def seed(runtime: Runtime, citizens: int) -> list[str]:
-    assert runtime.vault is not None and runtime.consents is not None
+    """``kbank`` registered; each citizen with a ~1 KiB record and an approved consent."""
     await register(runtime, TestClient("kbank"))
-    consent_ids = []
-    for n in range(citizens):
-        citizen = await runtime.vault.resolve(Subject.parse({"nid": f"90010{n:08d}"}))
-        await runtime.vault.put(
-            citizen_id=citizen,
-            record_type=TYPE,
-            data=income_record(n),
-            source="nts",
-            actor=ISSUER,
-            client_id="nts",
-        )
-        consent, _ = await runtime.consents.request(
-            citizen_id=citizen,
-            client_id="kbank",
-            purpose="mortgage_screening",
-            items=[{"type": TYPE, "fields": list(RELEASED)}],
-            access="standing",
-            valid_days=30,
-            max_fetches=None,
-            case_reference=None,
-            actor=Actor("client", "kbank"),
-        )
-        await runtime.consents.approve(
-            consent.consent_id, citizen_id=citizen, actor=Actor("citizen", citizen)
-        )
-        consent_ids.append(consent.consent_id)
-    return consent_ids
+    return [
+        await citizen_with_consent(runtime, n, data=income_record(n), fields=RELEASED)
+        for n in range(citizens)
+    ]
 
 
 def token(consent_id: str) -> SignedToken:

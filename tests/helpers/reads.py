@@ -2,12 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from audit.models import EntryDraft, Item
 from consent.errors import ConsentError
 from consent.service import ConsentService
+from vault.models import Subject
 from vault.service import Actor
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+
+INCOME = "income_certificate"
+
+
+async def citizen_with_consent(
+    runtime: Runtime,
+    n: int,
+    *,
+    max_fetches: int | None = None,
+    valid_days: int = 30,
+    data: Mapping[str, Any] | None = None,
+    fields: Sequence[str] = ("year", "total_income"),
+) -> str:
+    """Citizen ``n`` with one income certificate (issued by ``nts``) and a standing
+    ``mortgage_screening`` consent of ``kbank`` to ``fields``, approved; its id."""
+    assert runtime.vault is not None and runtime.consents is not None
+    citizen = await runtime.vault.resolve(Subject.parse({"nid": f"90010{n:08d}"}))
+    await runtime.vault.put(
+        citizen_id=citizen,
+        record_type=INCOME,
+        data=data or {"year": 2025, "total_income": 1000 + n, "employer": "E", "tax_paid": 1},
+        source="nts",
+        actor=Actor("client", "nts", "req_issue"),
+        client_id="nts",
+    )
+    consent, _ = await runtime.consents.request(
+        citizen_id=citizen,
+        client_id="kbank",
+        purpose="mortgage_screening",
+        items=[{"type": INCOME, "fields": list(fields)}],
+        access="standing",
+        valid_days=valid_days,
+        max_fetches=max_fetches,
+        case_reference=None,
+        actor=Actor("client", "kbank"),
+    )
+    await runtime.consents.approve(
+        consent.consent_id, citizen_id=citizen, actor=Actor("citizen", citizen)
+    )
+    return consent.consent_id
 
 
 async def consented_read(

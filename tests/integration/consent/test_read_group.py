@@ -24,45 +24,15 @@ from consent.reads import DataReader, ReadResult
 from consent.repository import LockedConsents, ReplayRepository
 from consent.tokens import SignedToken
 from tests.helpers.clients import TestClient, register
+from tests.helpers.reads import citizen_with_consent
 from tests.helpers.statements import Statements
 from vault.clock import ManualClock
 from vault.errors import ConnectionLostBeforeCommit, OncevaultError, StorageError
-from vault.models import Subject
 from vault.service import Actor
 from vault.storage import Database
 
 ISSUER = Actor("client", "nts", "req_issue")
 TYPE = "income_certificate"
-
-
-async def citizen_with_consent(
-    runtime: Runtime, n: int, *, max_fetches: int | None = None, valid_days: int = 30
-) -> str:
-    assert runtime.vault is not None and runtime.consents is not None
-    citizen = await runtime.vault.resolve(Subject.parse({"nid": f"90010{n:08d}"}))
-    await runtime.vault.put(
-        citizen_id=citizen,
-        record_type=TYPE,
-        data={"year": 2025, "total_income": 1000 + n, "employer": "E", "tax_paid": 1},
-        source="nts",
-        actor=ISSUER,
-        client_id="nts",
-    )
-    consent, _ = await runtime.consents.request(
-        citizen_id=citizen,
-        client_id="kbank",
-        purpose="mortgage_screening",
-        items=[{"type": TYPE, "fields": ["year", "total_income"]}],
-        access="standing",
-        valid_days=valid_days,
-        max_fetches=max_fetches,
-        case_reference=None,
-        actor=Actor("client", "kbank"),
-    )
-    await runtime.consents.approve(
-        consent.consent_id, citizen_id=citizen, actor=Actor("citizen", citizen)
-    )
-    return consent.consent_id
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ valid or not."""
 
 from __future__ import annotations
 
-import string
 from dataclasses import replace
 from typing import Any
 
@@ -23,9 +22,9 @@ from audit.models import (
     is_token,
     validate_entry,
 )
+from tests.helpers.entries import TOKEN_ALPHABET, tokens
 
-TOKEN_ALPHABET = string.ascii_letters + string.digits + "_.:-"
-good_tokens = st.text(TOKEN_ALPHABET, max_size=128)
+good_tokens = tokens
 #: Strings the contract refuses (too long, outside the alphabet) and non-strings.
 bad_values = (
     st.text(TOKEN_ALPHABET, min_size=129, max_size=140)

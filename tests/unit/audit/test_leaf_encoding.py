@@ -10,7 +10,6 @@ json module does, and every invalid one must be refused before it is encoded.
 from __future__ import annotations
 
 import json
-import string
 from types import MappingProxyType
 from typing import Any
 
@@ -20,18 +19,14 @@ from hypothesis import strategies as st
 
 from audit.models import (
     ACTOR_TYPES,
-    MAX_INT,
     OUTCOMES,
     EntryDraft,
     InvalidEntry,
     Item,
     leaf_bytes,
 )
+from tests.helpers.entries import optional_tokens, tokens, versions
 
-TOKEN_ALPHABET = string.ascii_letters + string.digits + "_.:-"
-tokens = st.text(TOKEN_ALPHABET, max_size=128)
-optional_tokens = st.none() | tokens
-versions = st.integers(0, MAX_INT)
 items = st.lists(
     st.builds(Item, type=tokens, version=versions, fields=st.lists(tokens, max_size=4).map(tuple)),
     max_size=4,
