@@ -105,7 +105,8 @@ class EntryDraft:
         section 7 rules, whatever its ``seq`` and ``ts``: :func:`validate_entry`'s
         checks made on the draft's own fields, without building the entry (a unit's
         drafts are checked inside the batch's transaction, and built once, at the
-        append). ``tests/unit/audit/test_models.py`` holds the two to the same verdict.
+        append). ``tests/unit/audit/test_draft_validation.py`` holds the two to the same
+        verdict.
         """
         if self.actor_type not in ACTOR_TYPES:
             raise InvalidEntry("actor.type: unknown")

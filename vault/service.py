@@ -863,7 +863,7 @@ class VaultService:
         DEK row, which is gone), but shredded key material should not outlive the
         erasure by the cache's TTL: the server calls this every
         ``ERASURE_WATCH_SECONDS``. One indexed lookup a call; erasures are rare, so
-        clearing the whole cache is simpler than finding which of its keys were shred.
+        clearing the whole cache is simpler than finding which of its keys were shredded.
         """
         latest = await self.audit.repo.latest_seq_of(ERASURE_ACTIONS)
         seen = -1 if latest is None else latest
