@@ -24,6 +24,8 @@ ACTOR_TYPES: frozenset[str] = frozenset({"citizen", "client", "operator", "syste
 OUTCOMES: frozenset[str] = frozenset({"ok", "denied", "error"})
 
 _LEAF_ENCODER = msgspec.json.Encoder(order="sorted")
+#: The longest string an entry holds.
+TOKEN_MAX = 128
 _TOKEN = re.compile(r"[A-Za-z0-9_.:-]{0,128}")
 MAX_INT = 2**53 - 1
 
@@ -52,7 +54,10 @@ class InvalidEntry(ValueError):
 
 def is_token(value: object) -> bool:
     """True when ``value`` is a string allowed in an entry."""
-    return isinstance(value, str) and _is_token_text(value)
+    # A longer string is never a token; checked first, so the memo below only ever
+    # holds strings of at most 128 characters (a caller's megabyte-long purpose is
+    # refused without being remembered).
+    return isinstance(value, str) and len(value) <= TOKEN_MAX and _is_token_text(value)
 
 
 @functools.lru_cache(maxsize=16384)
@@ -121,8 +126,7 @@ class EntryDraft:
             ("reason_code", self.reason_code),
             ("request_id", self.request_id),
         ):
-            if value is not None and not is_token(value):
-                _check_token(name, value)  # raises
+            _check_token(name, value)
         _check_int("record_version", self.record_version, nullable=True)
         if self.outcome not in OUTCOMES:
             raise InvalidEntry("outcome: expected ok, denied or error")

@@ -12,7 +12,7 @@ from typing import Any
 
 from audit.merkle import Node
 from audit.models import StoredEntry, parse_leaf
-from vault.storage import Database
+from vault.storage import Database, marks
 
 MAX_SEQ = 2**53 - 1
 
@@ -146,15 +146,13 @@ class AuditRepository:
     async def latest_seq_of(self, actions: Sequence[str]) -> int | None:
         """The seq of the newest entry of one of ``actions`` (the ``(action, seq)``
         index answers it), or None when there is none."""
-        found: int | None = None
-        for action in actions:
-            row = await self.db.fetchrow(
-                "SELECT max(seq) AS seq FROM audit_entries WHERE action = $1", action
-            )
-            if row is not None and row["seq"] is not None:
-                seq = int(row["seq"])
-                found = seq if found is None else max(found, seq)
-        return found
+        if not actions:
+            return None
+        row = await self.db.fetchrow(
+            f"SELECT max(seq) AS seq FROM audit_entries WHERE action IN ({marks(len(actions))})",
+            *actions,
+        )
+        return None if row is None or row["seq"] is None else int(row["seq"])
 
     async def set_state(self, state: TreeState, frontier: bytes) -> None:
         await self.db.execute(

@@ -91,6 +91,9 @@ class DekCache:
         self.hits = 0
         self.misses = 0
         self._next_sweep = 0
+        #: Moves at every forget and clear: a key unwrapped before it moved (the call
+        #: was at the provider meanwhile) is not put back (see :meth:`put`).
+        self.epoch = 0
 
     def _sweep(self, now: int) -> None:
         """Drop every expired key, at most once per TTL: unwrapped keys do not outlive
@@ -119,8 +122,11 @@ class DekCache:
         self.misses += 1
         return None
 
-    def put(self, dek_id: str, generation: int, dek: bytes) -> None:
-        if self.ttl_ms <= 0:
+    def put(self, dek_id: str, generation: int, dek: bytes, *, epoch: int | None = None) -> None:
+        """Keep ``dek``; with ``epoch`` (the :attr:`epoch` read before the key was
+        unwrapped) only if nothing was forgotten or cleared since, so a key erased while
+        its unwrap was at the provider does not come back for the TTL."""
+        if self.ttl_ms <= 0 or (epoch is not None and epoch != self.epoch):
             return
         now = self.clock.now_ms()
         self._sweep(now)
@@ -130,10 +136,12 @@ class DekCache:
             self._entries.popitem(last=False)
 
     def forget(self, dek_ids: Sequence[str]) -> None:
+        self.epoch += 1
         for dek_id in dek_ids:
             self._entries.pop(dek_id, None)
 
     def clear(self) -> None:
+        self.epoch += 1
         self._entries.clear()
 
 
@@ -376,6 +384,7 @@ class VaultService:
     async def _unwrap_at_provider(
         self, rows: dict[tuple[str, int], DekRow]
     ) -> dict[tuple[str, int], bytes]:
+        epoch = self.cache.epoch
         deks = await self.keys.unwrap(
             [
                 UnwrapRequest(
@@ -388,7 +397,7 @@ class VaultService:
         )
         out: dict[tuple[str, int], bytes] = {}
         for (key, row), dek in zip(rows.items(), deks, strict=True):
-            self.cache.put(row.dek_id, row.generation, dek)
+            self.cache.put(row.dek_id, row.generation, dek, epoch=epoch)
             out[key] = dek
         return out
 

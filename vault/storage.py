@@ -165,11 +165,8 @@ class Database:
         self._writer_lock = asyncio.Lock()
         self._writer_thread: ThreadPoolExecutor | None = None
         self._lock_fd: int | None = None
-        #: Average COMMIT duration in seconds (SQLITE_INLINE_COMMIT), and how many
-        #: COMMITs ran on the loop and on the writer thread.
+        #: Average COMMIT duration in seconds (SQLITE_INLINE_COMMIT).
         self.commit_seconds = 0.0
-        self.commits_inline = 0
-        self.commits_on_thread = 0
         self._sqlite_tx: contextvars.ContextVar[sqlite3.Connection | None] = contextvars.ContextVar(
             f"sqlite_tx_{id(self)}", default=None
         )
@@ -398,8 +395,9 @@ class Database:
 
     @staticmethod
     def _commit(connection: sqlite3.Connection, lock_fd: int | None) -> None:
-        """COMMIT (the fsync), then let the next writer in at once: on the writer
-        thread, without waiting for the event loop to resume the committing task."""
+        """COMMIT (the fsync), then release the write lock at once, on whichever
+        thread committed (on the writer thread: without waiting for the event loop
+        to resume the committing task)."""
         try:
             connection.commit()
         except sqlite3.Error:
@@ -424,10 +422,8 @@ class Database:
                 )
 
         if self.commit_seconds < SQLITE_INLINE_COMMIT:
-            self.commits_inline += 1
             timed()
         else:
-            self.commits_on_thread += 1
             await self._on_writer_thread(timed)
 
     def _drop_writer_if_broken(self, connection: sqlite3.Connection) -> None:

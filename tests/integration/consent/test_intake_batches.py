@@ -30,23 +30,29 @@ def intake_of(runtime: Runtime) -> RecordIntake:
     return runtime.intake
 
 
-async def test_at_most_two_batches_expand_at_once_and_every_one_is_stored(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("limit", [None, 1, 3])
+async def test_at_most_the_limit_of_batches_expand_at_once_and_every_one_is_stored(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, limit: int | None
 ) -> None:
-    """Six batches sent at once: never more than BATCHES_IN_FLIGHT inside put_many, and
-    each of the others runs when one finishes (all six stored, in full)."""
-    intake = intake_of(runtime)
-    assert runtime.vault is not None
-    put_many = runtime.vault.put_many
+    """Six batches sent at once: never more than the limit (BATCHES_IN_FLIGHT, 2, by
+    default) inside the whole expansion (checks, sealing, storing), and each of the
+    others runs when one finishes (all six stored, in full)."""
+    if limit is None:
+        intake, limit = intake_of(runtime), BATCHES_IN_FLIGHT
+    else:
+        intake = RecordIntake(
+            vault=intake_of(runtime).vault, consents=runtime.consents, batches_in_flight=limit
+        )
+    expand = intake._issue_many
     inside = 0
     most = 0
     full = asyncio.Event()
 
-    async def counting(*args: Any, **kwargs: Any) -> Any:
+    async def counting(*args: Any) -> Any:
         nonlocal inside, most
         inside += 1
         most = max(most, inside)
-        if inside >= BATCHES_IN_FLIGHT:
+        if inside >= limit:
             full.set()
         try:
             # Hold the first callers until the gate is full, however slowly the others
@@ -54,11 +60,11 @@ async def test_at_most_two_batches_expand_at_once_and_every_one_is_stored(
             # broken gate let through would be inside now too.
             await asyncio.wait_for(full.wait(), timeout=10)
             await asyncio.sleep(0.01)
-            return await put_many(*args, **kwargs)
+            return await expand(*args)
         finally:
             inside -= 1
 
-    monkeypatch.setattr(runtime.vault, "put_many", counting)
+    monkeypatch.setattr(intake, "_issue_many", counting)
     results = await asyncio.gather(
         *(
             intake.issue_many(client_id="nts", records=batch(100 * n, 3), actor=ISSUER)
@@ -66,7 +72,7 @@ async def test_at_most_two_batches_expand_at_once_and_every_one_is_stored(
         )
     )
     assert BATCHES_IN_FLIGHT == 2
-    assert most == BATCHES_IN_FLIGHT
+    assert most == limit
     assert [[(r.version, r.created) for r in rs if isinstance(r, PutResult)] for rs in results] == [
         [(1, True)] * 3
     ] * 6

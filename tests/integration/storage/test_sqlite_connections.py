@@ -210,64 +210,89 @@ async def test_a_failed_commit_leaves_no_stuck_writer(
 REAL_COMMIT = Database._commit
 
 
-class CommitSpy:
-    """Database._commit, recording the thread it ran on, ``delay`` seconds slower."""
+class CommitClock:
+    """``vault.storage``'s ``time``: COMMIT durations as the spy says, not as the disk
+    makes them, so the average (and where COMMIT runs) does not depend on this
+    machine's fsync."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class CommitSpy:
+    """Database._commit, recording the thread it ran on; it takes ``delay`` seconds
+    by ``clock`` (and really sleeps that long when ``sleep``)."""
+
+    def __init__(self, clock: CommitClock, delay: float, *, sleep: bool = False) -> None:
+        self.clock = clock
         self.delay = delay
+        self.sleep = sleep
         self.threads: list[str] = []
 
     def __call__(self, connection: sqlite3.Connection, lock_fd: int | None) -> None:
         self.threads.append(threading.current_thread().name)
-        time.sleep(self.delay)
+        if self.sleep:
+            time.sleep(self.delay)
+        self.clock.now += self.delay
         REAL_COMMIT(connection, lock_fd)
 
 
+@pytest.fixture
+def commit_clock(db: Database, monkeypatch: pytest.MonkeyPatch) -> CommitClock:
+    clock = CommitClock()
+    monkeypatch.setattr(storage, "time", clock)
+    db.commit_seconds = 0.0
+    return clock
+
+
+async def write(db: Database, n: int) -> None:
+    async with db.transaction():
+        await db.execute("INSERT INTO t (n) VALUES ($1)", n)
+
+
 async def test_commit_runs_on_the_loop_while_commits_are_fast(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch, commit_clock: CommitClock
 ) -> None:
-    spy = CommitSpy(0.0)
+    spy = CommitSpy(commit_clock, 0.001)  # 1 ms: under SQLITE_INLINE_COMMIT, always
     monkeypatch.setattr(Database, "_commit", staticmethod(spy))
-    inline, on_thread = db.commits_inline, db.commits_on_thread
-    for n in range(5):
-        async with db.transaction():
-            await db.execute("INSERT INTO t (n) VALUES ($1)", n)
-    assert spy.threads == [threading.current_thread().name] * 5
-    assert db.commit_seconds < storage.SQLITE_INLINE_COMMIT
-    assert (db.commits_inline - inline, db.commits_on_thread - on_thread) == (5, 0)
-    assert [row["n"] for row in await db.fetch("SELECT n FROM t ORDER BY n")] == [0, 1, 2, 3, 4]
+    for n in range(50):
+        await write(db, n)
+    assert spy.threads == [threading.current_thread().name] * 50
+    assert db.commit_seconds == pytest.approx(0.001 * (1 - 0.9**50))
+    assert [row["n"] for row in await db.fetch("SELECT n FROM t ORDER BY n")] == list(range(50))
 
 
 async def test_slow_commits_move_to_the_writer_thread_and_back(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch, commit_clock: CommitClock
 ) -> None:
     """A disk whose fsync got slow: once the average passes SQLITE_INLINE_COMMIT the
     COMMIT runs on the writer thread and the loop keeps ticking through it; once the
-    disk is fast again the average falls and COMMIT comes back to the loop."""
+    disk is fast again the average falls, and COMMIT comes back to the loop when it is
+    under the threshold again, not before."""
     loop_thread = threading.current_thread().name
-    slow = CommitSpy(0.3)
+    slow = CommitSpy(commit_clock, 0.3, sleep=True)
     monkeypatch.setattr(Database, "_commit", staticmethod(slow))
-
-    async def write(n: int) -> None:
-        async with db.transaction():
-            await db.execute("INSERT INTO t (n) VALUES ($1)", n)
-
-    await write(1)  # the first slow one still runs on the loop (nothing measured yet)
-    assert db.commit_seconds >= storage.SQLITE_INLINE_COMMIT
-    writer = asyncio.ensure_future(write(2))
+    await write(db, 1)  # the first slow one still runs on the loop (nothing measured yet)
+    assert db.commit_seconds == pytest.approx(0.1 * 0.3)  # an average, not the last
+    writer = asyncio.ensure_future(write(db, 2))
     gap = await _largest_loop_gap(writer)
     await writer
     assert slow.threads[0] == loop_thread
     assert slow.threads[1].startswith("sqlite-writer")
     assert gap < 0.2, f"the event loop stalled for {gap * 1000:.0f} ms"
+    assert db.commit_seconds == pytest.approx(0.03 + 0.1 * (0.3 - 0.03))
 
-    fast = CommitSpy(0.0)
+    fast = CommitSpy(commit_clock, 0.0)
     monkeypatch.setattr(Database, "_commit", staticmethod(fast))
     n = 3
     while fast.threads[-1:] != [loop_thread]:
-        await write(n)
+        await write(db, n)
         n += 1
         assert n < 200, "the average never came back down"
-    assert fast.threads[0].startswith("sqlite-writer")
+    # From 57 ms, falling by a tenth a COMMIT: 32 on the thread before it is under 2 ms.
+    assert fast.threads[:-1] == ["sqlite-writer_0"] * 32
     rows = await db.fetch("SELECT count(*) AS c FROM t")
     assert rows == [{"c": n - 1}]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from consent import service as service_module
 from consent.models import Consent, Status
 from consent.service import RELEASED_MEMO, ConsentService
 from policies import Catalogue
@@ -88,11 +89,35 @@ def test_a_caller_changing_its_answer_does_not_change_the_memo() -> None:
     assert consents._released_fields(consent()) == {"a": ("f1", "f2"), "b": ("g1",)}
 
 
-def test_other_items_get_their_own_answer_and_the_memo_stays_bounded() -> None:
+def test_other_items_or_purpose_get_their_own_answer() -> None:
     consents = service(Catalogues(catalogue_with(TYPES, {"a": ["f1", "f2"], "b": ["g1"]})))
-    assert consents._released_fields(consent(items=(("b", ("g1", "g2")),))) == {"b": ("g1",)}
-    assert consents._released_fields(consent(purpose="unknown")) == {}
-    for n in range(RELEASED_MEMO + 10):
-        consents._released_fields(consent(items=(("a", (f"x{n}",)),)))
-    assert len(consents._released) <= RELEASED_MEMO
     assert consents._released_fields(consent()) == {"a": ("f1", "f2"), "b": ("g1",)}
+    # Same items, another purpose (remembered after the first): not the first's answer.
+    assert consents._released_fields(consent(purpose="unknown")) == {}
+    assert consents._released_fields(consent(items=(("b", ("g1", "g2")),))) == {"b": ("g1",)}
+
+
+def test_the_memo_holds_at_most_released_memo_pairs() -> None:
+    consents = service(Catalogues(catalogue_with(TYPES, {"a": ["f1", "f2"], "b": ["g1"]})))
+    for n in range(RELEASED_MEMO):
+        consents._released_fields(consent(items=(("a", (f"x{n}",)),)))
+    assert len(consents._released) == RELEASED_MEMO
+    assert consents._released_fields(consent()) == {"a": ("f1", "f2"), "b": ("g1",)}
+    assert len(consents._released) == 1  # full: started again
+
+
+def test_a_read_decision_computes_released_fields_once_per_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    real = service_module.released_fields
+
+    def counting(*args: Any) -> Any:
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(service_module, "released_fields", counting)
+    consents = service(Catalogues(catalogue_with(TYPES, {"a": ["f1", "f2"], "b": ["g1"]})))
+    for _ in range(3):
+        consents._released_fields(consent())
+    assert calls == ["p"]
