@@ -12,7 +12,7 @@ import time
 
 from api.runtime import Runtime
 from tests.e2e.conftest import Platform
-from vault.models import Subject
+from tests.helpers.reads import citizen_with_cached_key
 from vault.service import ERASURE_WATCH_SECONDS, Actor
 from vault.storage import Database
 
@@ -24,16 +24,8 @@ async def test_another_workers_erasure_leaves_the_apps_memory(
 ) -> None:
     vault = platform.runtime.vault
     assert vault is not None
-    citizen = await vault.resolve(Subject.parse({"nid": "9001011234567"}))
-    await vault.put(
-        citizen_id=citizen,
-        record_type="address",
-        data={"line1": "Sejong-daero 1"},
-        source="citizen",
-        actor=CITIZEN,
-    )
     await asyncio.sleep(ERASURE_WATCH_SECONDS * 1.5)  # the watch's first look is behind us
-    await vault.read(citizen_id=citizen, record_type="address", actor=CITIZEN)
+    citizen = await citizen_with_cached_key(vault, "9001011234567")
     assert len(vault.cache._entries) == 1
 
     other = database.clone()

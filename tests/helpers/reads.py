@@ -13,6 +13,7 @@ from vault.service import Actor
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
+    from vault.service import VaultService
 
 INCOME = "income_certificate"
 
@@ -104,3 +105,18 @@ def _read_entry(actor: Actor, consent_id: str, citizen_id: str | None, reason: s
         items=(),
         reason_code=reason,
     )
+
+
+async def citizen_with_cached_key(vault: VaultService, nid: str) -> str:
+    """A citizen with one ``address`` record, read through ``vault`` so its DEK is in
+    that process's DEK cache; its id."""
+    citizen = await vault.resolve(Subject.parse({"nid": nid}))
+    await vault.put(
+        citizen_id=citizen,
+        record_type="address",
+        data={"line1": "Sejong-daero 1"},
+        source="court",
+        actor=Actor("client", "court"),
+    )
+    await vault.read(citizen_id=citizen, record_type="address", actor=Actor("citizen", None))
+    return citizen

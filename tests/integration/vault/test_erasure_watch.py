@@ -19,29 +19,14 @@ from api.app import _forget_erased, create_app
 from api.runtime import Runtime
 from audit.models import EntryDraft
 from tests.helpers.lifespan import lifespan
+from tests.helpers.reads import citizen_with_cached_key
 from tests.helpers.runtime import local_settings, open_runtime
 from vault.clock import ManualClock
 from vault.errors import StorageError
-from vault.models import Subject
 from vault.service import ERASURE_ACTIONS, Actor, VaultService
 from vault.storage import Database
 
-ISSUER = Actor("client", "court")
 CITIZEN = Actor("citizen", None)
-
-
-async def cached_citizen(vault: VaultService, nid: str) -> str:
-    """A citizen with one record, read through ``vault`` so its DEK is cached there."""
-    citizen = await vault.resolve(Subject.parse({"nid": nid}))
-    await vault.put(
-        citizen_id=citizen,
-        record_type="address",
-        data={"line1": "Sejong-daero 1"},
-        source="court",
-        actor=ISSUER,
-    )
-    await vault.read(citizen_id=citizen, record_type="address", actor=CITIZEN)
-    return citizen
 
 
 def cached_keys(vault: VaultService) -> int:
@@ -54,8 +39,8 @@ async def test_another_workers_erasure_empties_this_workers_dek_cache(
     here, there = runtime.vault, second_runtime.vault
     assert here is not None and there is not None
     assert await here.forget_erased_elsewhere()  # the first look clears (start-up)
-    citizen = await cached_citizen(here, "9001011234567")
-    other = await cached_citizen(here, "9001021234568")
+    citizen = await citizen_with_cached_key(here, "9001011234567")
+    other = await citizen_with_cached_key(here, "9001021234568")
     assert cached_keys(here) == 2
     assert not await here.forget_erased_elsewhere()  # no erasure since: kept
     assert cached_keys(here) == 2
@@ -80,7 +65,7 @@ async def test_the_servers_watch_clears_the_cache_soon_after_an_erasure(
     watch = asyncio.create_task(_forget_erased(runtime, interval=0.01))
     try:
         await asyncio.sleep(0.05)  # its first look has cleared the (empty) cache
-        citizen = await cached_citizen(here, "9001011234567")
+        citizen = await citizen_with_cached_key(here, "9001011234567")
         await asyncio.sleep(0.05)
         assert cached_keys(here) == 1  # nothing erased: the watch keeps the key
         await there.erase(citizen_id=citizen, types=None, actor=CITIZEN)
@@ -123,15 +108,15 @@ async def test_every_new_erasure_clears_again_a_reapplied_one_too(
     here, there = runtime.vault, second_runtime.vault
     assert here is not None and there is not None
     await here.forget_erased_elsewhere()
-    first = await cached_citizen(here, "9001011234567")
-    second = await cached_citizen(here, "9001021234568")
+    first = await citizen_with_cached_key(here, "9001011234567")
+    second = await citizen_with_cached_key(here, "9001021234568")
     await there.erase(citizen_id=first, types=None, actor=CITIZEN)
     assert await here.forget_erased_elsewhere()
     await here.read(citizen_id=second, record_type="address", actor=CITIZEN)
     assert cached_keys(here) == 1
     await there.erase(citizen_id=second, types=["address"], actor=CITIZEN)
     assert await here.forget_erased_elsewhere()  # a second erasure: cleared again
-    await cached_citizen(here, "9001031234569")
+    await citizen_with_cached_key(here, "9001031234569")
     assert cached_keys(here) == 1
     await append(second_runtime, "erasure.reapplied")  # as a worker's start-up writes it
     assert await here.forget_erased_elsewhere()
@@ -154,14 +139,14 @@ async def test_the_watch_outlives_a_failed_look(
         return await real()
 
     monkeypatch.setattr(here, "forget_erased_elsewhere", failing_once)
-    citizen = await cached_citizen(here, "9001011234567")
+    citizen = await citizen_with_cached_key(here, "9001011234567")
     watch = asyncio.create_task(_forget_erased(runtime, interval=0.01))
     try:
         for _ in range(200):
             if failures:
                 break
             await asyncio.sleep(0.01)
-        await cached_citizen(here, "9001021234568")
+        await citizen_with_cached_key(here, "9001021234568")
         await there.erase(citizen_id=citizen, types=None, actor=CITIZEN)
         for _ in range(200):
             if cached_keys(here) == 0:
@@ -181,7 +166,7 @@ async def test_a_key_unwrapped_across_a_clear_is_not_put_back(
     its caller but not cached again (it would stay for the TTL)."""
     vault = runtime.vault
     assert vault is not None
-    citizen = await cached_citizen(vault, "9001011234567")
+    citizen = await citizen_with_cached_key(vault, "9001011234567")
     vault.cache.clear()
     row = await vault.repo.current_dek(citizen, "address")
     assert row is not None

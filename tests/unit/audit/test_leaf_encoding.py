@@ -15,42 +15,14 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from audit.models import (
-    ACTOR_TYPES,
-    OUTCOMES,
     EntryDraft,
     InvalidEntry,
     Item,
     leaf_bytes,
 )
-from tests.helpers.entries import optional_tokens, tokens, versions
-
-items = st.lists(
-    st.builds(Item, type=tokens, version=versions, fields=st.lists(tokens, max_size=4).map(tuple)),
-    max_size=4,
-).map(tuple)
-
-
-@st.composite
-def drafts(draw: st.DrawFn) -> EntryDraft:
-    action = draw(st.sampled_from(["data.read", "record.put", "consent.granted"]) | tokens)
-    return EntryDraft(
-        action=action,
-        actor_type=draw(st.sampled_from(sorted(ACTOR_TYPES))),
-        actor_id=draw(optional_tokens),
-        outcome=draw(st.sampled_from(sorted(OUTCOMES))),
-        citizen_id=draw(optional_tokens),
-        client_id=draw(optional_tokens),
-        consent_id=draw(optional_tokens),
-        purpose=draw(optional_tokens),
-        record_type=draw(optional_tokens),
-        record_version=draw(st.none() | versions),
-        items=draw(st.none() | items) if action == "data.read" else None,
-        reason_code=draw(optional_tokens),
-        request_id=draw(optional_tokens),
-    )
+from tests.helpers.entries import drafts, versions
 
 
 def reference(entry: dict[str, Any]) -> bytes:
