@@ -177,6 +177,21 @@ class Node:
         """One past the last leaf covered by this subtree."""
         return (self.index + 1) << self.level
 
+    @property
+    def position(self) -> int:
+        """The node's number in the order appends create nodes (post-order, as a
+        Merkle Mountain Range numbers its nodes): ``append_nodes`` returns nodes in
+        increasing position, so a table keyed by it grows at one end only.
+
+        The ``end`` leaves of a tree hold ``2 * end - popcount(end)`` complete
+        subtrees; the last leaf completes the subtrees of levels ``0 ..
+        trailing_zeros(end)`` in that order, so this node is followed by those
+        above it.
+        """
+        end = self.end
+        trailing_zeros = (end & -end).bit_length() - 1
+        return 2 * end - end.bit_count() - (trailing_zeros - self.level) - 1
+
 
 def frontier_nodes(size: int) -> list[Node]:
     """Return the complete subtrees that make up a tree of ``size`` leaves.

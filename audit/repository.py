@@ -12,7 +12,7 @@ from typing import Any
 
 from audit.merkle import Node
 from audit.models import StoredEntry, parse_leaf
-from vault.storage import Database, marks
+from vault.storage import IN_CHUNK, Database, marks
 
 MAX_SEQ = 2**53 - 1
 
@@ -125,10 +125,11 @@ class AuditRepository:
             " actor_id, citizen_id, client_id, consent_id, outcome, request_id)"
             f" SELECT * FROM unnest({unnest})"
             "), subtrees AS ("
-            " INSERT INTO audit_nodes (level, idx, hash)"
-            " SELECT * FROM unnest($13::integer[], $14::bigint[], $15::bytea[])"
-            ") UPDATE audit_state SET size = $16, root_hash = $17, frontier = $18 WHERE id = 1",
+            " INSERT INTO audit_nodes (pos, level, idx, hash)"
+            " SELECT * FROM unnest($13::bigint[], $14::integer[], $15::bigint[], $16::bytea[])"
+            ") UPDATE audit_state SET size = $17, root_hash = $18, frontier = $19 WHERE id = 1",
             *columns,
+            [node.position for node, _ in nodes],
             [node.level for node, _ in nodes],
             [node.index for node, _ in nodes],
             [digest for _, digest in nodes],
@@ -173,25 +174,27 @@ class AuditRepository:
 
     async def insert_nodes(self, nodes: Sequence[tuple[Node, bytes]]) -> None:
         await self.db.executemany(
-            "INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)",
-            [(node.level, node.index, digest) for node, digest in nodes],
+            "INSERT INTO audit_nodes (pos, level, idx, hash) VALUES ($1, $2, $3, $4)",
+            [(node.position, node.level, node.index, digest) for node, digest in nodes],
         )
 
     async def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
-        """Fetch complete-subtree hashes in one query."""
-        wanted = list(set(wanted))
-        if not wanted:
-            return {}
-        clauses = " OR ".join(
-            f"(level = ${2 * i + 1} AND idx = ${2 * i + 2})" for i in range(len(wanted))
-        )
-        args: list[object] = []
-        for node in wanted:
-            args.extend((node.level, node.index))
-        rows = await self.db.fetch(
-            f"SELECT level, idx, hash FROM audit_nodes WHERE {clauses}", *args
-        )
-        return {Node(int(r["level"]), int(r["idx"])): _bytes(r["hash"]) for r in rows}
+        """Fetch complete-subtree hashes by position, in one query per ``IN_CHUNK``
+        nodes (a proof needs about two per level)."""
+        by_position = {node.position: node for node in wanted}
+        positions = list(by_position)
+        found: dict[Node, bytes] = {}
+        for start in range(0, len(positions), IN_CHUNK):
+            chunk = positions[start : start + IN_CHUNK]
+            rows = await self.db.fetch(
+                f"SELECT pos, level, idx, hash FROM audit_nodes WHERE pos IN ({marks(len(chunk))})",
+                *chunk,
+            )
+            for row in rows:
+                node = by_position[int(row["pos"])]
+                if (int(row["level"]), int(row["idx"])) == (node.level, node.index):
+                    found[node] = _bytes(row["hash"])  # else as missing: never another's hash
+        return found
 
     async def entries(
         self,

@@ -24,9 +24,11 @@ class AuditEntry(Table, tablename="audit_entries"):
 
 
 class AuditNode(Table, tablename="audit_nodes"):
-    """Hash of a complete subtree. The real key is (level, idx); Piccolo needs one pk column."""
+    """Hash of a complete subtree ``(level, idx)``, keyed by ``merkle.Node.position``
+    (the order appends create nodes: a batch's nodes are adjacent)."""
 
-    level = Integer(primary_key=True)
+    pos = BigInt(primary_key=True)
+    level = Integer()
     idx = BigInt()
     hash = Bytea()
 

@@ -22,11 +22,16 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiosqlite
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from audit.merkle import Node
 
 CONSENT_COLUMNS = (
     "consent_id, citizen_id, client_id, purpose, items, access, max_fetches, valid_days,"
@@ -52,7 +57,7 @@ ENTRY = (
     " citizen_id, client_id, consent_id, outcome, request_id)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-NODE = "INSERT OR REPLACE INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)"
+NODE = "INSERT OR REPLACE INTO audit_nodes (pos, level, idx, hash) VALUES (?, ?, ?, ?)"
 SET_STATE = "UPDATE audit_state SET size = ?, root_hash = ? WHERE id = 1"
 
 
@@ -90,7 +95,7 @@ def sync_batch(db: sqlite3.Connection, pairs: list[tuple[str, str]], start: int,
         db.execute(COUNT, (1, consent_id)).fetchall()
         row = entry_row(size, consent_id, citizen_id)
         db.executemany(ENTRY, [row])
-        db.executemany(NODE, [(0, size, row[2])])
+        db.executemany(NODE, [(Node(0, size).position, 0, size, row[2])])
         db.execute(SET_STATE, (size + 1, row[2]))
         db.execute(f"RELEASE SAVEPOINT unit_{k}")
         size += 1
@@ -116,7 +121,7 @@ async def async_batch(
         await fetch(db, COUNT, (1, consent_id))
         row = entry_row(size, consent_id, citizen_id)
         await db.executemany(ENTRY, [row])
-        await db.executemany(NODE, [(0, size, row[2])])
+        await db.executemany(NODE, [(Node(0, size).position, 0, size, row[2])])
         await db.execute(SET_STATE, (size + 1, row[2]))
         await db.execute(f"RELEASE SAVEPOINT unit_{k}")
         size += 1

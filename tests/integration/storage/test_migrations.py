@@ -16,7 +16,13 @@ from api.db import (
     migration_status,
     require_migrated,
 )
+from audit import merkle
+from audit.log import AuditLog
+from vault.clock import ManualClock
 from vault.storage import Database
+
+#: The last audit migration before subtree hashes were keyed by position.
+BEFORE_POSITIONS = "2026-11-26T18:30:00:000000"
 
 
 async def _columns(database: Database, table: str) -> set[str]:
@@ -81,3 +87,44 @@ async def test_sqlite_uses_wal(database: Database) -> None:
     row = await database.fetchrow("PRAGMA journal_mode")
     assert row is not None
     assert next(iter(row.values())) == "wal"
+
+
+async def test_audit_nodes_move_to_their_positions_with_the_log_intact(
+    empty_database: Database,
+) -> None:
+    """audit 0003 rekeys a log written under ``(level, idx)``: every node lands on
+    ``Node.position`` (computed in SQL), nothing is lost, and proofs still verify."""
+    await Migration.create_table(if_not_exists=True).run()
+    with contextlib.redirect_stdout(io.StringIO()):
+        for app in ("vault", "consent"):
+            assert (await run_forwards(app_name=app, migration_id="all")).success
+        assert (await run_forwards(app_name="audit", migration_id=BEFORE_POSITIONS)).success
+    assert "pos" not in await _columns(empty_database, "audit_nodes")
+    size = 1000
+    leaves = [merkle.leaf_hash(b"entry %d" % i) for i in range(size)]
+    created, frontier = merkle.append_nodes([], 0, leaves)
+    # Nodes no real log of this size has, with large coordinates: the SQL popcount
+    # and trailing zeros over every bit a position uses.
+    far = [merkle.Node(0, 2**40 - 1), merkle.Node(21, 2**40 + 5), merkle.Node(40, 3)]
+    rows = [(n.level, n.index, h) for n, h in created] + [
+        (n.level, n.index, b"\0" * 32) for n in far
+    ]
+    root = merkle.root_from_frontier(frontier)
+    async with empty_database.transaction():
+        await empty_database.executemany(
+            "INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)", rows
+        )
+        await empty_database.execute(
+            "UPDATE audit_state SET size = $1, root_hash = $2 WHERE id = 1", size, root
+        )
+    await migrate(empty_database)
+
+    stored = await empty_database.fetch("SELECT pos, level, idx FROM audit_nodes")
+    assert len(stored) == len(rows)
+    for row in stored:
+        assert int(row["pos"]) == merkle.Node(int(row["level"]), int(row["idx"])).position
+    log = AuditLog(database=empty_database, clock=ManualClock())
+    assert await log.root_at(size) == root
+    for index in (0, 511, 999):
+        proof = await log.inclusion_proof(index, size)
+        merkle.verify_inclusion(leaves[index], index, size, proof, root)

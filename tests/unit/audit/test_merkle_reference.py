@@ -155,6 +155,40 @@ def test_frontier_and_range_nodes_examples() -> None:
     assert (merkle.Node(3, 5).start, merkle.Node(3, 5).end) == (40, 48)
 
 
+def ref_position(node: merkle.Node) -> int:
+    """Independent count: the complete subtrees whose last leaf comes before this
+    node's, plus the lower levels completed by its own last leaf."""
+    last = node.end - 1
+    return sum(last >> height for height in range(last.bit_length())) + node.level
+
+
+@settings(deadline=None)  # example count comes from the profile (tests/conftest.py)
+@given(st.lists(st.integers(min_value=0, max_value=40), max_size=MAX_SIZE // 40))
+def test_appends_create_nodes_in_position_order_without_gaps(batches: list[int]) -> None:
+    """A table keyed by ``Node.position`` only ever grows at its end."""
+    frontier: list[bytes] = []
+    size, positions = 0, []
+    for batch in batches:
+        created, frontier = merkle.append_nodes(frontier, size, LEAF_HASHES[size : size + batch])
+        positions += [node.position for node, _ in created]
+        size += batch
+    assert positions == list(range(len(positions)))
+    assert len(positions) == 2 * size - size.bit_count()
+
+
+@settings(deadline=None)  # example count comes from the profile (tests/conftest.py)
+@given(st.integers(min_value=0, max_value=20), st.integers(min_value=0, max_value=2**40))
+def test_position_matches_the_reference_count(level: int, index: int) -> None:
+    node = merkle.Node(level, index)
+    assert node.position == ref_position(node)
+    assert 0 <= node.position < 2**63  # a signed 64-bit key holds it
+
+
+def test_position_examples() -> None:
+    order = [(0, 0), (0, 1), (1, 0), (0, 2), (0, 3), (1, 1), (2, 0), (0, 4)]
+    assert [merkle.Node(*node).position for node in order] == list(range(8))
+
+
 @pytest.mark.parametrize(("start", "end"), [(1, 3), (2, 5), (4, 3), (-1, 0), (5, 5), (3, 4 + 3)])
 def test_range_nodes_rejects_ranges_no_proof_contains(start: int, end: int) -> None:
     with pytest.raises(merkle.InvalidSize):
