@@ -117,15 +117,25 @@ class LockedConsents:
     async def _write(self, consent_ids: list[str]) -> None:
         if not consent_ids:  # every count was written already, by a release
             return
-        rows: list[tuple[str, int, int, str, int]] = []
+        counted: list[tuple[str, int, int, str, int]] = []
+        exhausted: list[tuple[str, int, int, str, int]] = []
         for consent_id in consent_ids:
             consent = self.rows[consent_id]
             assert consent is not None
             loaded, at = self._counted.pop(consent_id)
-            rows.append((consent_id, loaded, consent.fetch_count, consent.status.value, at))
+            row = (consent_id, loaded, consent.fetch_count, consent.status.value, at)
+            (counted if consent.status == Status.ACTIVE else exhausted).append(row)
+        # A count alone does not name ``status``: SQLite rewrites the entry of every
+        # index on a column the SET names, changed or not (consents_citizen holds it).
+        await self._write_rows(counted, _COUNT_UPDATE)
+        await self._write_rows(exhausted, _COUNT_UPDATE_STATUS)
+
+    async def _write_rows(self, rows: list[tuple[str, int, int, str, int]], update: str) -> None:
+        if not rows:
+            return
         if self.db.dialect == "postgres":  # one statement text whatever the count
             written = await self.db.fetch(
-                f"{_COUNT_UPDATE} FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
+                f"{update} FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
                 " $4::text[], $5::bigint[]) AS v(consent_id, loaded, fetch_count, status, at)"
                 f" {_COUNT_WHERE}",
                 *(list(column) for column in zip(*rows, strict=True)),
@@ -142,7 +152,7 @@ class LockedConsents:
             )
             written = await self.db.fetch(
                 f"WITH v(consent_id, loaded, fetch_count, status, at) AS (VALUES {tuples})"
-                f" {_COUNT_UPDATE} FROM v {_COUNT_WHERE}",
+                f" {update} FROM v {_COUNT_WHERE}",
                 *(value for row in chunk for value in row),
             )
             self._check(written, len(chunk))
@@ -153,7 +163,9 @@ class LockedConsents:
             raise StorageError("a locked consent changed before its fetches were counted")
 
 
-_COUNT_UPDATE = (
+_COUNT_UPDATE = "UPDATE consents SET fetch_count = v.fetch_count, updated_at = v.at"
+#: The last fetch a consent allows also sets it ``exhausted``.
+_COUNT_UPDATE_STATUS = (
     "UPDATE consents SET fetch_count = v.fetch_count, status = v.status, updated_at = v.at"
 )
 #: The write re-checks what the run loaded: a count that moved fails the run.

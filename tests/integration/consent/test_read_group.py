@@ -168,6 +168,25 @@ async def test_a_batch_of_reads_counts_a_limited_consent_exactly(
     assert [r.items[0].data for r in ok] == [{"year": 2025, "total_income": 1001}] * 5
 
 
+async def test_a_count_alone_leaves_the_status_column_out_of_its_write(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counts that keep a consent active are written without naming ``status`` (SQLite
+    would rewrite its consents_citizen index entry); the one that exhausts a consent
+    sets it, in the same batch."""
+    limited_id = await citizen_with_consent(runtime, 1, max_fetches=3)
+    open_id = await citizen_with_consent(runtime, 2)
+    await warm(runtime, [limited_id, open_id])
+    statements = Statements(monkeypatch, database)
+    results = await together(runtime, [limited_id, open_id] * 3)
+    assert codes(results) == ["ok", "ok", "ok", "ok", "consent_exhausted", "ok"]
+    writes = [sql for sql in statements.sql if "UPDATE consents" in sql]
+    assert len(writes) == 2, writes
+    assert sum("status = v.status" in sql for sql in writes) == 1
+    assert await consent_row(database, limited_id) == (3, "exhausted")
+    assert await consent_row(database, open_id) == (4, "active")
+
+
 async def test_the_rate_limit_decides_each_read_of_a_batch(
     runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
