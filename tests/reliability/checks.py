@@ -297,3 +297,16 @@ def files_under(*roots: Path) -> dict[str, bytes]:
         for path in paths:
             blobs[str(path)] = path.read_bytes()
     return blobs
+
+
+def log_events(text: str) -> list[dict[str, Any]]:
+    """The JSON lines of a server's log (granian's own lines are plain text), parsed:
+    match on values, never on the lines' whitespace."""
+    import json  # noqa: PLC0415
+
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def access_statuses(text: str) -> list[int]:
+    """The status of every access line (``http.request``) of a server's log."""
+    return [int(e["status"]) for e in log_events(text) if e.get("event") == "http.request"]

@@ -62,6 +62,7 @@ from audit.log import AuditLog
 from audit.models import EntryDraft
 from tests.reliability.checks import (
     Read,
+    log_events,
     observe,
     read_violations,
     seq_violations,
@@ -238,7 +239,7 @@ def test_recovers_without_a_restart_and_stops_in_order(outage: Outage) -> None:
     # close would have terminated it after 5 s, before granian's 10 s: it logs that).
     assert "refused to gracefully stop" not in outage.log
     assert "db.pool_close_timeout" not in outage.log
-    assert outage.log.count('"event": "app.stopped"') == 2
+    assert [e["event"] for e in log_events(outage.log)].count("app.stopped") == 2
 
 
 # -- the connection pool after terminated backends ----------------------------------------

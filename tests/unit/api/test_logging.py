@@ -1,0 +1,125 @@
+"""The JSON log lines: what structlog's stock chain wrote, encoded by msgspec and
+stamped once a second (api/logging.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from api.logging import UtcStamp, configure_logging
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+@contextlib.contextmanager
+def configured(level: str = "info") -> Iterator[io.StringIO]:
+    """configure_logging writing into a buffer; structlog and the root logger as they
+    were afterwards."""
+    root = logging.getLogger()
+    handlers, root_level, stderr = root.handlers[:], root.level, sys.stderr
+    buffer = io.StringIO()
+    sys.stderr = buffer
+    try:
+        configure_logging(level=level)
+        yield buffer
+    finally:
+        sys.stderr = stderr
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+        root.handlers[:], root.level = handlers, root_level
+
+
+@pytest.fixture
+def lines() -> Iterator[io.StringIO]:
+    with configured() as buffer:
+        yield buffer
+
+
+def logged(buffer: io.StringIO) -> list[str]:
+    return buffer.getvalue().splitlines()
+
+
+def test_the_access_line_keeps_its_keys_in_order(lines: io.StringIO) -> None:
+    structlog.contextvars.bind_contextvars(request_id="req_01ABCDEFGHJKMNPQRSTVWXYZ01")
+    before = datetime.datetime.now(datetime.UTC)
+    structlog.get_logger("api.access").info(
+        "http.request", method="GET", path="/v1/data/x", status=200, duration_ms=1.25
+    )
+    [line] = logged(lines)
+    parsed = json.loads(line)
+    assert list(parsed) == [
+        "method",
+        "path",
+        "status",
+        "duration_ms",
+        "event",
+        "request_id",
+        "level",
+        "timestamp",
+    ]
+    assert parsed["duration_ms"] == 1.25 and parsed["status"] == 200
+    assert parsed["level"] == "info"
+    assert STAMP.match(parsed["timestamp"])
+    stamped = datetime.datetime.fromisoformat(parsed["timestamp"].replace("Z", "+00:00"))
+    assert (
+        before - datetime.timedelta(seconds=1) <= stamped <= before + datetime.timedelta(seconds=5)
+    )
+
+
+def test_any_value_stays_on_one_valid_line(lines: io.StringIO) -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    structlog.get_logger().warning(
+        "odd", path='/a\nb"\x00é', thing=Opaque(), day=datetime.date(2026, 1, 2), none=None
+    )
+    [line] = logged(lines)
+    parsed = json.loads(line)
+    assert parsed["path"] == '/a\nb"\x00é'
+    assert parsed["thing"] == "<opaque>"
+    assert parsed["day"] == "2026-01-02"
+    assert parsed["none"] is None
+
+
+def test_exceptions_and_stdlib_records_are_json_lines(lines: io.StringIO) -> None:
+    try:
+        raise ZeroDivisionError("boom")
+    except ZeroDivisionError:
+        structlog.get_logger().exception("failed")
+    logging.getLogger("granian").warning("worker %s", "up")
+    failed, stdlib = (json.loads(line) for line in logged(lines))
+    assert failed["event"] == "failed" and failed["level"] == "error"
+    assert "ZeroDivisionError: boom" in failed["exception"]
+    assert stdlib["event"] == "worker up" and stdlib["logger"] == "granian"
+    assert STAMP.match(stdlib["timestamp"])
+
+
+def test_below_the_level_nothing_is_written() -> None:
+    with configured("warning") as buffer:
+        structlog.get_logger("api.access").info("http.request", status=200)
+        structlog.get_logger().warning("kept")
+    assert [json.loads(line)["event"] for line in logged(buffer)] == ["kept"]
+
+
+def test_the_stamp_follows_the_clock_across_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    stamp = UtcStamp()
+    clock = iter([100.25, 100.999999, 101.0, 3600 * 24 * 365.25 * 56 + 0.5])
+    monkeypatch.setattr(time, "time", lambda: next(clock))
+    stamps = [stamp(None, "info", {})["timestamp"] for _ in range(4)]
+    assert stamps[:3] == [
+        "1970-01-01T00:01:40.250000Z",
+        "1970-01-01T00:01:40.999999Z",
+        "1970-01-01T00:01:41.000000Z",
+    ]
+    assert stamps[3] == "2026-01-01T00:00:00.500000Z"
