@@ -153,6 +153,30 @@ async def test_refusals_are_the_handlers_answers(local: Local, twice: Twice, bou
         assert ("content-type", "application/problem+json") in fast["headers"]
 
 
+async def test_a_bound_token_of_a_client_that_lost_its_role_is_refused_and_audited(
+    local: Local, twice: Twice, bound: str
+) -> None:
+    """A consent-bound token stays signed and unexpired after its client's consumer
+    role is taken away; the read checks the live registration in its unit: 403
+    ``forbidden`` with its ``denied`` entry (no consent or citizen named, nothing
+    released), on both paths."""
+    clients = local.runtime.clients
+    assert clients is not None
+    await clients.change(
+        "kbank", actor=Actor("operator", "ops", None), reason="roles", roles="issuer"
+    )
+    fast, slow = await twice.both("/v1/data/income_certificate", bearer(bound))
+    assert fast == slow
+    assert (fast["status"], fast["audit_seq"]) == (403, True)
+    assert b'"code":"forbidden"' in fast["body"]
+    [entry] = fast["appended"]
+    assert entry["action"] == "data.read"
+    assert (entry["outcome"], entry["reason_code"]) == ("denied", "forbidden")
+    assert entry["actor"] == {"type": "client", "id": "kbank"}
+    assert entry["consent_id"] is None and entry["citizen_id"] is None
+    assert entry.get("items", []) == []
+
+
 async def test_types_off_the_pattern_go_to_litestars_validation(twice: Twice, bound: str) -> None:
     for path in (
         "/v1/data/Income",
