@@ -7,13 +7,20 @@ tokens or subject identifiers; callers log ids and codes only.
 Every request writes one line (the access line), so the line's cost is per request:
 structlog's stock chain took ~35 µs a line here, a tenth of a served read's CPU.
 Lines are therefore encoded by msgspec (compact JSON: no space after ``:`` and
-``,``; values it cannot encode are written as their ``repr``, as structlog's own
-fallback does) and stamped by :class:`UtcStamp`, which formats the date and time
-once a second; ~14 µs a line (docs/performance.md, "Ninth session").
+``,``) and stamped by :class:`UtcStamp`, which formats the date and time once a
+second; ~18 µs a line (docs/performance.md, "Ninth session"). msgspec writes the
+types it knows its own way (bytes as base64, datetimes as ISO 8601, sets as arrays)
+and anything else as its ``repr``.
+
+Lines are ASCII, as ``json.dumps`` made them: a line with any other character is
+written again with ``\\uXXXX`` escapes, so a request path cannot put a line
+separator (U+2028, U+0085), a C1 control or a bidirectional override into a log
+file, and a lone surrogate cannot make logging raise.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -48,8 +55,14 @@ _ENCODER = msgspec.json.Encoder(enc_hook=repr)
 
 
 def encode_line(event_dict: EventDict, **_: Any) -> str:
-    """One event as compact JSON (``JSONRenderer``'s serializer)."""
-    return _ENCODER.encode(event_dict).decode()
+    """One event as compact, ASCII-only JSON (``JSONRenderer``'s serializer)."""
+    try:
+        encoded = _ENCODER.encode(event_dict)
+    except UnicodeEncodeError:  # a lone surrogate: json escapes it
+        return json.dumps(event_dict, default=repr, separators=(",", ":"))
+    if encoded.isascii():
+        return encoded.decode("ascii")
+    return json.dumps(json.loads(encoded), separators=(",", ":"))
 
 
 def configure_logging(*, level: str = "info", json: bool = True) -> None:

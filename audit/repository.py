@@ -179,17 +179,28 @@ class AuditRepository:
         )
 
     async def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
-        """Fetch complete-subtree hashes by position, in one query per ``IN_CHUNK``
-        nodes (a proof needs about two per level)."""
+        """Fetch complete-subtree hashes by position: one query on PostgreSQL, one per
+        ``IN_CHUNK`` nodes on SQLite (a proof needs about two per level). A row whose
+        ``(level, idx)`` is not the node its position names counts as missing."""
         by_position = {node.position: node for node in wanted}
         positions = list(by_position)
         found: dict[Node, bytes] = {}
-        for start in range(0, len(positions), IN_CHUNK):
-            chunk = positions[start : start + IN_CHUNK]
-            rows = await self.db.fetch(
-                f"SELECT pos, level, idx, hash FROM audit_nodes WHERE pos IN ({marks(len(chunk))})",
-                *chunk,
-            )
+        if self.db.dialect == "postgres":  # one statement text whatever the count
+            chunks = [positions] if positions else []
+        else:
+            chunks = [positions[i : i + IN_CHUNK] for i in range(0, len(positions), IN_CHUNK)]
+        for chunk in chunks:
+            if self.db.dialect == "postgres":
+                rows = await self.db.fetch(
+                    "SELECT pos, level, idx, hash FROM audit_nodes WHERE pos = ANY($1::bigint[])",
+                    chunk,
+                )
+            else:
+                rows = await self.db.fetch(
+                    "SELECT pos, level, idx, hash FROM audit_nodes"
+                    f" WHERE pos IN ({marks(len(chunk))})",
+                    *chunk,
+                )
             for row in rows:
                 node = by_position[int(row["pos"])]
                 if (int(row["level"]), int(row["idx"])) == (node.level, node.index):

@@ -124,9 +124,11 @@ class LockedConsents:
             assert consent is not None
             loaded, at = self._counted.pop(consent_id)
             row = (consent_id, loaded, consent.fetch_count, consent.status.value, at)
-            (counted if consent.status == Status.ACTIVE else exhausted).append(row)
-        # A count alone does not name ``status``: SQLite rewrites the entry of every
-        # index on a column the SET names, changed or not (consents_citizen holds it).
+            alone = consent.status == Status.ACTIVE and self.db.dialect == "sqlite"
+            (counted if alone else exhausted).append(row)
+        # On SQLite a count alone does not name ``status``: SQLite rewrites the entry of
+        # every index on a column the SET names, changed or not (consents_citizen holds
+        # it). PostgreSQL compares the values itself, so one statement does there.
         await self._write_rows(counted, _COUNT_UPDATE)
         await self._write_rows(exhausted, _COUNT_UPDATE_STATUS)
 

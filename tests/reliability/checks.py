@@ -304,7 +304,8 @@ def log_events(text: str) -> list[dict[str, Any]]:
     match on values, never on the lines' whitespace."""
     import json  # noqa: PLC0415
 
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    # "\n" only: str.splitlines() also splits on characters a JSON string may hold.
+    return [json.loads(line) for line in text.split("\n") if line.startswith("{")]
 
 
 def access_statuses(text: str) -> list[int]:

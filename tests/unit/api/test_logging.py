@@ -85,6 +85,7 @@ def test_any_value_stays_on_one_valid_line(lines: io.StringIO) -> None:
         "odd", path='/a\nb"\x00é', thing=Opaque(), day=datetime.date(2026, 1, 2), none=None
     )
     [line] = logged(lines)
+    assert line.isascii()
     parsed = json.loads(line)
     assert parsed["path"] == '/a\nb"\x00é'
     assert parsed["thing"] == "<opaque>"
@@ -123,3 +124,25 @@ def test_the_stamp_follows_the_clock_across_seconds(monkeypatch: pytest.MonkeyPa
         "1970-01-01T00:01:41.000000Z",
     ]
     assert stamps[3] == "2026-01-01T00:00:00.500000Z"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/data/a\u2028b",  # LINE SEPARATOR: splitlines() breaks on it
+        "/v1/data/a\x85b",  # NEXT LINE (C1)
+        "/v1/data/a\x9b31mb",  # CSI (C1): a terminal's control sequence
+        "/v1/data/\u202egnp.exe",  # RIGHT-TO-LEFT OVERRIDE
+        "/v1/data/\ud800",  # a lone surrogate: not encodable as UTF-8
+    ],
+)
+def test_characters_that_could_split_or_disguise_a_line_are_escaped(
+    lines: io.StringIO, path: str
+) -> None:
+    structlog.get_logger("api.access").info("http.request", path=path, status=404)
+    text = lines.getvalue()
+    assert text.isascii()
+    assert text.count("\n") == 1
+    [line] = text.splitlines()
+    assert json.loads(line)["path"] == path
+
