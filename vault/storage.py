@@ -88,7 +88,8 @@ IN_CHUNK = 500
 #: COMMIT runs on the event loop while COMMITs take less than this many seconds on
 #: average (an exponential average of the last ones, ``COMMIT_AVERAGE_WEIGHT`` for the
 #: newest); above it, on the writer thread, so a slow disk's fsync does not stop the
-#: loop. A disk steadily just under it stops the loop that long every batch. docs/performance.md, "Eighth session: the write lock's share of each read" (2 ms),
+#: loop. A disk steadily just under it stops the loop that long every batch.
+#: docs/performance.md, "Eighth session: the write lock's share of each read" (2 ms),
 #: "Ninth session" (10 ms: COMMITs of ~2 ms on a slower machine kept crossing 2 ms).
 SQLITE_INLINE_COMMIT = 0.010
 COMMIT_AVERAGE_WEIGHT = 0.1

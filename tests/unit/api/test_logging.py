@@ -145,4 +145,3 @@ def test_characters_that_could_split_or_disguise_a_line_are_escaped(
     assert text.count("\n") == 1
     [line] = text.splitlines()
     assert json.loads(line)["path"] == path
-
