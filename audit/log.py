@@ -55,6 +55,12 @@ E = TypeVar("E", bound=OncevaultError)
 Work = Callable[[], Awaitable[tuple[T, Sequence[EntryDraft]]]]
 
 
+#: ``AuditLog.recent_reads`` looks at no more of a citizen's entries than this, in
+#: pages of ``RECENT_READS_PAGE``.
+RECENT_READS_SCAN = 5_000
+RECENT_READS_PAGE = 500
+
+
 @dataclass
 class _Held:
     """The tree lock an :meth:`AuditLog.transaction` took, with the state it read;
@@ -462,3 +468,43 @@ class AuditLog:
             return merkle.EMPTY_ROOT
         nodes = await self.repo.nodes(merkle.range_nodes(0, tree_size))
         return merkle.hash_range(0, tree_size, nodes.__getitem__)
+
+    # -- a citizen's view (DESIGN: "who read what, when, why") -----------------------
+
+    async def citizen_entries(
+        self, citizen_id: str, *, before: int | None = None, limit: int
+    ) -> list[StoredEntry]:
+        """The entries about ``citizen_id``, newest first, below ``before``."""
+        return await self.repo.entries(
+            citizen_id=citizen_id, before=before, limit=limit, newest_first=True
+        )
+
+    async def citizen_entry(self, citizen_id: str, seq: int) -> StoredEntry | None:
+        """Entry ``seq`` when it is about ``citizen_id``; None when it does not exist or
+        is about anyone else (the two are answered alike: 404)."""
+        stored = await self.repo.entry(seq)
+        if stored is None or stored.entry.get("citizen_id") != citizen_id:
+            return None
+        return stored
+
+    async def recent_reads(self, citizen_id: str, *, since_ms: int) -> list[StoredEntry]:
+        """The clients' granted reads (``data.read``, ``ok``) of ``citizen_id``'s data
+        at or after ``since_ms``, newest first; at most ``RECENT_READS_SCAN`` of the
+        citizen's entries are looked at."""
+        found: list[StoredEntry] = []
+        before: int | None = None
+        for _ in range(RECENT_READS_SCAN // RECENT_READS_PAGE):
+            page = await self.citizen_entries(citizen_id, before=before, limit=RECENT_READS_PAGE)
+            for stored in page:
+                if stored.entry["ts"] < since_ms:
+                    return found
+                if (
+                    stored.entry["action"] == "data.read"
+                    and stored.entry["outcome"] == "ok"
+                    and stored.entry["actor"]["type"] == "client"
+                ):
+                    found.append(stored)
+            if len(page) < RECENT_READS_PAGE:
+                break
+            before = page[-1].seq
+        return found

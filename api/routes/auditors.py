@@ -186,9 +186,7 @@ async def access_log(
 ) -> dict[str, Any]:
     """My entries, newest first: who read what, when and why."""
     runtime = runtime_of(request)
-    found = await runtime.audit.repo.entries(
-        citizen_id=me.citizen_id, before=before, limit=limit, newest_first=True
-    )
+    found = await runtime.audit.citizen_entries(me.citizen_id, before=before, limit=limit)
     return {
         "entries": [entry_json(e) for e in found],
         "next": found[-1].seq if found else (before if before is not None else 0),
@@ -205,8 +203,7 @@ async def my_proof(
 ) -> InclusionProof:
     """Inclusion proof for one of my entries (another citizen's is 404)."""
     runtime = runtime_of(request)
-    stored = await runtime.audit.repo.entry(seq)
-    if stored is None or stored.entry.get("citizen_id") != me.citizen_id:
+    if await runtime.audit.citizen_entry(me.citizen_id, seq) is None:
         raise OncevaultError("no such entry", code="not_found")
     return await _inclusion(request, seq, tree_size)
 

@@ -465,26 +465,8 @@ def web_router(settings: Settings, *, environ: Mapping[str, str] | None = None) 
 
     async def recent_reads(runtime: Runtime, citizen_id: str) -> list[StoredEntry]:
         """``data.read`` entries by clients in the last 30 days, newest first."""
-        cutoff = runtime.clock.now_ms() - READS_WINDOW_MS
-        found: list[StoredEntry] = []
-        before: int | None = None
-        for _ in range(10):  # at most 5,000 entries looked at
-            batch = await runtime.audit.repo.entries(
-                citizen_id=citizen_id, before=before, limit=500, newest_first=True
-            )
-            for stored in batch:
-                if stored.entry["ts"] < cutoff:
-                    return found
-                if (
-                    stored.entry["action"] == "data.read"
-                    and stored.entry["outcome"] == "ok"
-                    and stored.entry["actor"]["type"] == "client"
-                ):
-                    found.append(stored)
-            if len(batch) < 500:
-                break
-            before = batch[-1].seq
-        return found
+        since = runtime.clock.now_ms() - READS_WINDOW_MS
+        return await runtime.audit.recent_reads(citizen_id, since_ms=since)
 
     @get("")
     async def overview(request: Request[Any, Any, Any]) -> Response[Any]:
@@ -771,8 +753,8 @@ def web_router(settings: Settings, *, environ: Mapping[str, str] | None = None) 
             if not raw_before.isdigit() or int(raw_before) > MAX_SEQ:
                 raise PageNotFound("bad page")
             before = int(raw_before)
-        found = await runtime.audit.repo.entries(
-            citizen_id=session.citizen_id, before=before, limit=LOG_PAGE, newest_first=True
+        found = await runtime.audit.citizen_entries(
+            session.citizen_id, before=before, limit=LOG_PAGE
         )
         names = await client_names(
             runtime,
@@ -954,8 +936,8 @@ def web_router(settings: Settings, *, environ: Mapping[str, str] | None = None) 
         size = _int_param(request.query_params.get("tree_size"))
         if not 0 <= seq <= MAX_SEQ:
             return problem("not_found", "no such entry")
-        stored = await runtime.audit.repo.entry(seq)
-        if stored is None or stored.entry.get("citizen_id") != session.citizen_id:
+        stored = await runtime.audit.citizen_entry(session.citizen_id, seq)
+        if stored is None:
             return problem("not_found", "no such entry")
         if size is None or not seq < size <= await tree_size(runtime):
             return problem(
