@@ -139,7 +139,7 @@ class LockedConsents:
             written = await self.db.fetch(
                 f"{update} FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
                 " $4::text[], $5::bigint[]) AS v(consent_id, loaded, fetch_count, status, at)"
-                f" {_COUNT_WHERE}",
+                f" {_COUNT_WHERE_POSTGRES}",
                 *(list(column) for column in zip(*rows, strict=True)),
             )
             self._check(written, len(rows))
@@ -174,6 +174,13 @@ _COUNT_UPDATE_STATUS = (
 _COUNT_WHERE = (
     "WHERE consents.consent_id = v.consent_id AND consents.fetch_count = v.loaded"
     " AND consents.status = 'active' RETURNING consents.consent_id"
+)
+#: PostgreSQL: the ids again as an indexable condition, so the rows are found through
+#: the primary key whatever the table's size; without it a small, often-updated
+#: ``consents`` was joined by a sequential scan of all its pages (~1 ms a batch of 24
+#: in the read benchmark; docs/performance.md, "Ninth session").
+_COUNT_WHERE_POSTGRES = _COUNT_WHERE.replace(
+    "WHERE ", "WHERE consents.consent_id = ANY($1::text[]) AND ", 1
 )
 
 
