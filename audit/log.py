@@ -455,6 +455,10 @@ class AuditLog:
     async def state(self) -> TreeState:
         return await self.repo.state()
 
+    async def latest_seq_of(self, actions: Sequence[str]) -> int | None:
+        """The seq of the newest entry of one of ``actions``; None when there is none."""
+        return await self.repo.latest_seq_of(actions)
+
     async def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
         nodes = await self.repo.nodes(merkle.nodes_for_inclusion(seq, tree_size))
         return merkle.inclusion_proof(seq, tree_size, nodes.__getitem__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,44 +107,30 @@ class EntryDraft:
 
     def validate(self) -> None:
         """Raise :class:`InvalidEntry` unless the entry this draft becomes follows the
-        section 7 rules, whatever its ``seq`` and ``ts``: :func:`validate_entry`'s
-        checks made on the draft's own fields, without building the entry (a unit's
-        drafts are checked inside the batch's transaction, and built once, at the
-        append). ``tests/unit/audit/test_draft_validation.py`` holds the two to the same
-        verdict.
+        section 7 rules, whatever its ``seq`` and ``ts``: the rules
+        :func:`validate_entry` applies (:func:`_check_rules`, shared), on the draft's
+        own fields, without building the entry (a unit's drafts are checked inside the
+        batch's transaction, and built once, at the append).
+        ``tests/unit/audit/test_draft_validation.py`` holds the two to the same verdict.
         """
-        if self.actor_type not in ACTOR_TYPES:
-            raise InvalidEntry("actor.type: unknown")
-        _check_token("action", self.action, nullable=False)
-        for name, value in (
-            ("actor.id", self.actor_id),
-            ("citizen_id", self.citizen_id),
-            ("client_id", self.client_id),
-            ("consent_id", self.consent_id),
-            ("purpose", self.purpose),
-            ("record_type", self.record_type),
-            ("reason_code", self.reason_code),
-            ("request_id", self.request_id),
-        ):
-            _check_token(name, value)
-        _check_int("record_version", self.record_version, nullable=True)
-        if self.outcome not in OUTCOMES:
-            raise InvalidEntry("outcome: expected ok, denied or error")
-        if self.items is None:
-            return
-        if self.action != "data.read":
-            raise InvalidEntry("items: only data.read entries list items")
-        if not isinstance(self.items, list | tuple):
-            raise InvalidEntry("items: expected a list")
-        for item in self.items:
-            if not isinstance(item, Item):
-                raise InvalidEntry("items[]: expected {type, version, fields}")
-            _check_token("items[].type", item.type, nullable=False)
-            _check_int("items[].version", item.version, nullable=False)
-            if not isinstance(item.fields, list | tuple):
-                raise InvalidEntry("items[].fields: expected a list")
-            for name in item.fields:
-                _check_token("items[].fields[]", name, nullable=False)
+        _check_rules(
+            action=self.action,
+            actor_type=self.actor_type,
+            actor_id=self.actor_id,
+            tokens=(  # _OPTIONAL_TOKENS, spelled out: this runs inside the write lock
+                ("citizen_id", self.citizen_id),
+                ("client_id", self.client_id),
+                ("consent_id", self.consent_id),
+                ("purpose", self.purpose),
+                ("record_type", self.record_type),
+                ("reason_code", self.reason_code),
+                ("request_id", self.request_id),
+            ),
+            record_version=self.record_version,
+            outcome=self.outcome,
+            items=self.items,
+            item_parts=_draft_item,
+        )
 
     def to_entry(self, *, seq: int, ts: int, validate: bool = True) -> dict[str, Any]:
         """The contract dict for this draft at ``seq``/``ts``; validated unless the
@@ -213,32 +199,79 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
     actor = entry["actor"]
     if not isinstance(actor, Mapping) or set(actor) != {"type", "id"}:
         raise InvalidEntry("actor: expected {type, id}")
-    if actor["type"] not in ACTOR_TYPES:
+    _check_rules(
+        action=entry["action"],
+        actor_type=actor["type"],
+        actor_id=actor["id"],
+        tokens=[(name, entry[name]) for name in _OPTIONAL_TOKENS],
+        record_version=entry["record_version"],
+        outcome=entry["outcome"],
+        items=entry["items"],
+        item_parts=_entry_item,
+    )
+
+
+#: The nullable string fields of an entry (besides ``actor.id``).
+_OPTIONAL_TOKENS = (
+    "citizen_id",
+    "client_id",
+    "consent_id",
+    "purpose",
+    "record_type",
+    "reason_code",
+    "request_id",
+)
+
+
+def _entry_item(item: object) -> tuple[object, object, object]:
+    if not isinstance(item, dict) or set(item) != {"type", "version", "fields"}:
+        raise InvalidEntry("items[]: expected {type, version, fields}")
+    return item["type"], item["version"], item["fields"]
+
+
+def _draft_item(item: object) -> tuple[object, object, object]:
+    if not isinstance(item, Item):
+        raise InvalidEntry("items[]: expected {type, version, fields}")
+    return item.type, item.version, item.fields
+
+
+def _check_rules(
+    *,
+    action: object,
+    actor_type: object,
+    actor_id: object,
+    tokens: Sequence[tuple[str, object]],
+    record_version: object,
+    outcome: object,
+    items: object,
+    item_parts: Callable[[object], tuple[object, object, object]],
+) -> None:
+    """The section 7 rules on an entry's values, whether they sit in an entry dict
+    (:func:`validate_entry`) or in a draft (:meth:`EntryDraft.validate`);
+    ``item_parts`` takes one item apart, or refuses its shape."""
+    if actor_type not in ACTOR_TYPES:
         raise InvalidEntry("actor.type: unknown")
-    _check_token("actor.id", actor["id"])
-    _check_token("action", entry["action"], nullable=False)
-    for name in ("citizen_id", "client_id", "consent_id", "purpose", "record_type"):
-        _check_token(name, entry[name])
-    _check_token("reason_code", entry["reason_code"])
-    _check_token("request_id", entry["request_id"])
-    _check_int("record_version", entry["record_version"], nullable=True)
-    if entry["outcome"] not in OUTCOMES:
+    _check_token("actor.id", actor_id)
+    _check_token("action", action, nullable=False)
+    for name, value in tokens:
+        _check_token(name, value)
+    _check_int("record_version", record_version, nullable=True)
+    if outcome not in OUTCOMES:
         raise InvalidEntry("outcome: expected ok, denied or error")
-    items = entry["items"]
-    if items is not None:
-        if entry["action"] != "data.read":
-            raise InvalidEntry("items: only data.read entries list items")
-        if not isinstance(items, list | tuple):
-            raise InvalidEntry("items: expected a list")
-        for item in items:
-            if not isinstance(item, dict) or set(item) != {"type", "version", "fields"}:
-                raise InvalidEntry("items[]: expected {type, version, fields}")
-            _check_token("items[].type", item["type"], nullable=False)
-            _check_int("items[].version", item["version"], nullable=False)
-            if not isinstance(item["fields"], list | tuple):
-                raise InvalidEntry("items[].fields: expected a list")
-            for name in item["fields"]:
-                _check_token("items[].fields[]", name, nullable=False)
+    if items is None:
+        return
+    if action != "data.read":
+        raise InvalidEntry("items: only data.read entries list items")
+    if not isinstance(items, list | tuple):
+        raise InvalidEntry("items: expected a list")
+    for item in items:
+        item_type, version, fields = item_parts(item)
+        _check_token("items[].type", item_type, nullable=False)
+        _check_int("items[].version", version, nullable=False)
+        if not isinstance(fields, list | tuple):
+            raise InvalidEntry("items[].fields: expected a list")
+        for name in fields:
+            _check_token("items[].fields[]", name, nullable=False)
 
 
 def leaf_bytes(entry: Mapping[str, Any], *, validated: bool = False) -> bytes:

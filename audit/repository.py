@@ -184,27 +184,26 @@ class AuditRepository:
         ``(level, idx)`` is not the node its position names counts as missing."""
         by_position = {node.position: node for node in wanted}
         positions = list(by_position)
-        found: dict[Node, bytes] = {}
+        rows: list[dict[str, Any]] = []
         if self.db.dialect == "postgres":  # one statement text whatever the count
-            chunks = [positions] if positions else []
-        else:
-            chunks = [positions[i : i + IN_CHUNK] for i in range(0, len(positions), IN_CHUNK)]
-        for chunk in chunks:
-            if self.db.dialect == "postgres":
+            if positions:
                 rows = await self.db.fetch(
                     "SELECT pos, level, idx, hash FROM audit_nodes WHERE pos = ANY($1::bigint[])",
-                    chunk,
+                    positions,
                 )
-            else:
-                rows = await self.db.fetch(
+        else:
+            for start in range(0, len(positions), IN_CHUNK):
+                chunk = positions[start : start + IN_CHUNK]
+                rows += await self.db.fetch(
                     "SELECT pos, level, idx, hash FROM audit_nodes"
                     f" WHERE pos IN ({marks(len(chunk))})",
                     *chunk,
                 )
-            for row in rows:
-                node = by_position[int(row["pos"])]
-                if (int(row["level"]), int(row["idx"])) == (node.level, node.index):
-                    found[node] = _bytes(row["hash"])  # else as missing: never another's hash
+        found: dict[Node, bytes] = {}
+        for row in rows:
+            node = by_position[int(row["pos"])]
+            if (int(row["level"]), int(row["idx"])) == (node.level, node.index):
+                found[node] = _bytes(row["hash"])  # else as missing: never another's hash
         return found
 
     async def entries(

@@ -117,20 +117,20 @@ class LockedConsents:
     async def _write(self, consent_ids: list[str]) -> None:
         if not consent_ids:  # every count was written already, by a release
             return
-        counted: list[tuple[str, int, int, str, int]] = []
-        exhausted: list[tuple[str, int, int, str, int]] = []
+        count_only: list[tuple[str, int, int, str, int]] = []
+        with_status: list[tuple[str, int, int, str, int]] = []
         for consent_id in consent_ids:
             consent = self.rows[consent_id]
             assert consent is not None
             loaded, at = self._counted.pop(consent_id)
             row = (consent_id, loaded, consent.fetch_count, consent.status.value, at)
             alone = consent.status == Status.ACTIVE and self.db.dialect == "sqlite"
-            (counted if alone else exhausted).append(row)
+            (count_only if alone else with_status).append(row)
         # On SQLite a count alone does not name ``status``: SQLite rewrites the entry of
         # every index on a column the SET names, changed or not (consents_citizen holds
         # it). PostgreSQL compares the values itself, so one statement does there.
-        await self._write_rows(counted, _COUNT_UPDATE)
-        await self._write_rows(exhausted, _COUNT_UPDATE_STATUS)
+        await self._write_rows(count_only, _COUNT_UPDATE)
+        await self._write_rows(with_status, _COUNT_UPDATE_STATUS)
 
     async def _write_rows(self, rows: list[tuple[str, int, int, str, int]], update: str) -> None:
         if not rows:

@@ -874,7 +874,7 @@ class VaultService:
         ``ERASURE_WATCH_SECONDS``. One indexed lookup a call; erasures are rare, so
         clearing the whole cache is simpler than finding which of its keys were shredded.
         """
-        latest = await self.audit.repo.latest_seq_of(ERASURE_ACTIONS)
+        latest = await self.audit.latest_seq_of(ERASURE_ACTIONS)
         seen = -1 if latest is None else latest
         if seen == self._erasure_seen:
             return False
