@@ -145,10 +145,41 @@ class DekCache:
         self._entries.clear()
 
 
+#: JCS's integers: the ones an IEEE 754 double holds exactly (``rfc8785`` refuses others).
+_JCS_MAX_INT = 2**53 - 1
+
+
 def canonical(data: Mapping[str, Any]) -> bytes:
-    """RFC 8785 (JCS) bytes of a record's data: the input of its content digest."""
+    """RFC 8785 (JCS) bytes of a record's data: the input of its content digest.
+
+    A value made only of dicts with ASCII keys, lists, printable strings, safe
+    integers, booleans and null is encoded by msgspec with sorted keys, which is byte
+    for byte what ``rfc8785.dumps`` writes for it (no escapes but ``\\"`` and
+    ``\\\\``, UTF-8 as is, key order by code point equal to UTF-16's on ASCII;
+    tests/unit/vault/test_canonical.py) and ~5x faster; anything else (floats, whose
+    spelling JCS defines, control characters, other keys) goes to ``rfc8785``."""
+    if _plain(data):
+        return _PAYLOAD_ENCODER.encode(data)
     encoded: bytes = rfc8785.dumps(data)
     return encoded
+
+
+def _plain(value: object) -> bool:
+    """True when ``value`` holds nothing JCS spells differently from msgspec."""
+    if type(value) is str:
+        return value.isprintable()
+    if type(value) is int:
+        return -_JCS_MAX_INT <= value <= _JCS_MAX_INT
+    if type(value) is bool or value is None:
+        return True
+    if type(value) is dict:
+        return all(
+            type(key) is str and key.isascii() and key.isprintable() and _plain(item)
+            for key, item in value.items()
+        )
+    if type(value) is list:
+        return all(_plain(item) for item in value)
+    return False
 
 
 def _sealed_payload(data: Mapping[str, Any], attestation: Any) -> bytes:

@@ -1,0 +1,93 @@
+"""What bulk issuance costs in-process: ``RecordIntake.issue_many`` (the call behind
+``POST /v1/records:batch``) on an otherwise idle event loop.
+
+The served figure (``bench/scale.py``, ``make bench-scale``) moves with whatever else
+shares the two cores; this one measures the intake, vault and audit path alone, with
+the services ``oncevault serve`` builds (local KEK, SQLite WAL ``synchronous=FULL``):
+``--batches`` calls of 1,000 records each to new citizens (a new DEK each), then the
+same citizens again with other content (a new version under the cached DEK). Prints
+records/s and this process's CPU per record for each phase.
+
+Usage: ``.venv/bin/python bench/bulk_batch.py [--batches 20] [--profile out.pstats]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchlib import RECORD_TYPE, income_record, nid
+from bench.read_batch import open_store
+from consent.intake import IssueRequest
+from tests.helpers.clients import TestClient, register
+from tests.helpers.runtime import local_settings, open_runtime
+from vault.clock import ManualClock
+from vault.service import Actor, PutResult
+
+BATCH = 1_000
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        database, _ = await open_store(args, tmp_path)
+        runtime = await open_runtime(local_settings(tmp_path), database, ManualClock())
+        try:
+            await register(runtime, TestClient("nts", roles=("issuer",)))
+            intake = runtime.intake
+            assert intake is not None
+            actor = Actor("client", "nts", None)
+
+            async def batch(first: int, content: int, *, version: int) -> None:
+                results = await intake.issue_many(
+                    client_id="nts",
+                    records=[
+                        IssueRequest({"nid": nid(i)}, RECORD_TYPE, income_record(i + content))
+                        for i in range(first, first + BATCH)
+                    ],
+                    actor=actor,
+                )
+                for result in results:
+                    if not isinstance(result, PutResult) or result.version != version:
+                        raise RuntimeError(f"expected version {version}, got {result}")
+
+            await batch(0, 0, version=1)  # warm-up: statements prepared, code paths hot
+            profiler = cProfile.Profile() if args.profile else None
+            for phase, content, version in (("new citizens", 0, 1), ("new versions", 7, 2)):
+                if profiler is not None and version == 1:
+                    profiler.enable()
+                wall, cpu = time.perf_counter(), time.process_time()
+                for b in range(1, args.batches + 1):
+                    await batch(b * BATCH, content, version=version)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                if profiler is not None and version == 1:
+                    profiler.disable()
+                    profiler.dump_stats(args.profile)
+                records = args.batches * BATCH
+                print(
+                    f"{phase}: {records:,} records, {records / wall:,.0f} records/s,"
+                    f" {cpu / records * 1e6:.1f} µs of CPU a record"
+                )
+        finally:
+            await runtime.close(database=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    parser.add_argument("--profile", help="write cProfile stats of the new-citizens phase here")
+    args = parser.parse_args()
+    args.postgres = None
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
