@@ -14,7 +14,7 @@ caller is not known).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,12 +95,31 @@ def signed_token(request: Request[Any, Any, Any]) -> SignedToken:
     (:class:`consent.reads.DataReader`), and records the proof's single use."""
     runtime = runtime_of(request)
     assert runtime.tokens is not None
+    authorization, dpop = _first_headers(request.scope["headers"])
     return runtime.tokens.check(
-        request.headers.get("authorization"),
-        dpop_proof=request.headers.get("dpop"),
+        authorization,
+        dpop_proof=dpop,
         htm=request.method,
-        htu=runtime.settings.issuer + request.url.path,
+        # Read only with a proof (a URL costs ~2 µs to build; check() reads htu only
+        # when it checks a proof).
+        htu=runtime.settings.issuer + request.url.path if dpop is not None else "",
     )
+
+
+def _first_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """The first ``Authorization`` and ``DPoP`` values of raw ASGI headers, as
+    ``request.headers.get`` reads them (names in any case, values as Latin-1), without
+    building the request's ``Headers`` (~4 µs a consented read)."""
+    authorization: str | None = None
+    dpop: str | None = None
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif lowered == b"dpop" and dpop is None:
+            dpop = value.decode("latin-1")
+    return authorization, dpop
 
 
 class RateLimited(OncevaultError):

@@ -277,6 +277,10 @@ class AuditLog:
 
         Raises whatever ``work`` raised (its statements rolled back), or
         :class:`StorageError` when the batch could not commit.
+
+        A caller cancelled while it waits cancels only its wait: the unit, once
+        queued, runs and commits with its batch (its entries too), and the batch
+        passes its outcome over (no ``asyncio.shield``: one future less a call).
         """
         loop = asyncio.get_running_loop()
         unit: _Unit[T] = _Unit(
@@ -285,7 +289,7 @@ class AuditLog:
         self._queue.append(unit)
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain(), name="audit-group-commit")
-        return await asyncio.shield(unit.future)
+        return await unit.future
 
     async def record_refusal(self, draft: EntryDraft, error: E) -> E:
         """Append ``draft``, the ``denied`` entry of ``error``, in a unit of its own;

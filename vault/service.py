@@ -48,6 +48,7 @@ from vault.storage import Database
 log = structlog.get_logger(__name__)
 
 _PAYLOAD_ENCODER = msgspec.json.Encoder(order="sorted")
+_PAYLOAD_DECODER = msgspec.json.Decoder()
 
 DEK_VERSION = 1
 ROTATION_PAGE = 500
@@ -188,6 +189,22 @@ def _sealed_payload(data: Mapping[str, Any], attestation: Any) -> bytes:
     the json module's (``1e+308``); ``data`` has passed the catalogue's validation
     (finite numbers only) and ``attestation`` was decoded from JSON."""
     return _PAYLOAD_ENCODER.encode({"data": data, "attestation": attestation})
+
+
+def _open_payload(plaintext: bytes) -> Any:
+    """The JSON value of a version's plaintext, as ``json.loads`` reads it.
+
+    msgspec reads what :func:`_sealed_payload` writes ~6x faster; what it refuses
+    (``NaN``, a number out of a double's range, a lone surrogate escape, a BOM) is
+    read by the json module, as every version was before."""
+    try:
+        return _PAYLOAD_DECODER.decode(plaintext)
+    except msgspec.DecodeError:
+        pass
+    try:
+        return json.loads(plaintext)
+    except ValueError:
+        raise DecryptionError from None
 
 
 @dataclass(frozen=True)
@@ -803,10 +820,7 @@ class VaultService:
             row.ciphertext,
             crypto.record_aad(meta.citizen_id, meta.record_type, meta.version, meta.record_id),
         )
-        try:
-            payload = json.loads(plaintext)
-        except ValueError:
-            raise DecryptionError from None
+        payload = _open_payload(plaintext)
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
             raise DecryptionError
         return RecordContent(

@@ -438,3 +438,54 @@ async def test_a_heavy_unit_goes_alone_and_light_ones_share_a_batch(database: Da
     assert batches.seen == [["l1", "l2"], ["heavy"], ["l3", "l4"], ["l5"]]
     assert audit.batches == 4
     assert [s for s, _ in await _all_leaves(database)] == list(range(6))
+
+
+async def test_a_cancelled_caller_leaves_its_unit_and_its_batch_whole(
+    database: Database,
+) -> None:
+    # A caller that stops waiting (a client that hung up) does not take its unit out:
+    # the unit's action and entry commit with the batch, and the others get their
+    # results, also when a unit of the same batch raised and the batch ran again.
+    audit = AuditLog(database=database, clock=ManualClock())
+    ran: list[int] = []
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def unit(i: int, *, fail: bool = False) -> int:
+        async def work() -> tuple[int, Sequence[EntryDraft]]:
+            ran.append(i)
+            if i == 0:
+                started.set()
+                await release.wait()  # holds the first batch open
+            if fail:
+                raise ValueError("refused")
+            return i, [draft(i, request_id=f"req_{i}")]
+
+        _, entries = await audit.run(work)
+        return entries[0].seq
+
+    first = asyncio.create_task(unit(0))
+    await started.wait()
+    waiting = [asyncio.create_task(unit(i)) for i in (1, 2, 3)]
+    failing = asyncio.create_task(unit(4, fail=True))
+    await asyncio.sleep(0)
+    waiting[1].cancel()  # unit 2 queued behind the open batch
+    failing.cancel()  # so is unit 4, whose work will raise
+    release.set()
+    await first
+    done = await asyncio.gather(*waiting, failing, return_exceptions=True)
+    assert isinstance(done[1], asyncio.CancelledError)
+    assert isinstance(done[3], asyncio.CancelledError)
+    assert done[0] == 1 and done[2] == 3
+    await audit.close()
+    # 4 raised, so its batch (1..4) ran again with a savepoint per unit.
+    assert ran == [0, 1, 2, 3, 4, 1, 2, 3, 4]
+    rows = await database.fetch("SELECT leaf FROM audit_entries ORDER BY seq")
+    requests = sorted(entry["request_id"] for entry in map(_entry, rows))
+    assert requests == ["req_0", "req_1", "req_2", "req_3"]
+
+
+def _entry(row: Any) -> dict[str, Any]:
+    from audit.models import parse_leaf  # noqa: PLC0415 - only this test reads leaves
+
+    return parse_leaf(bytes(row["leaf"]))
