@@ -195,11 +195,12 @@ def _open_payload(plaintext: bytes) -> Any:
     """The JSON value of a version's plaintext, as ``json.loads`` reads it.
 
     msgspec reads what :func:`_sealed_payload` writes ~6x faster; what it refuses
-    (``NaN``, a number out of a double's range, a lone surrogate escape, a BOM) is
-    read by the json module, as every version was before."""
+    (``NaN``, a number out of a double's range, a lone surrogate escaped or as UTF-8
+    bytes, a BOM, bytes that are not UTF-8) is read by the json module, as every
+    version was before."""
     try:
         return _PAYLOAD_DECODER.decode(plaintext)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # bad UTF-8 in a string: the latter
         pass
     try:
         return json.loads(plaintext)
