@@ -477,6 +477,38 @@ class AuditLog:
         nodes = await self.repo.nodes(merkle.range_nodes(0, tree_size))
         return merkle.hash_range(0, tree_size, nodes.__getitem__)
 
+    async def auditor_entries(
+        self,
+        *,
+        auditor_id: str,
+        request_id: str | None,
+        after: int | None,
+        limit: int,
+        citizen_id: str | None = None,
+        client_id: str | None = None,
+        action: str | None = None,
+    ) -> list[StoredEntry]:
+        """An auditor's page of entries, oldest first with ``seq > after``, filtered by
+        citizen, client and action. A query about one citizen is itself audited
+        (``audit.queried``): its entry commits before anything is read."""
+        if citizen_id is not None:
+            draft = EntryDraft(
+                action="audit.queried",
+                actor_type="client",
+                actor_id=auditor_id,
+                citizen_id=citizen_id,
+                client_id=auditor_id,
+                request_id=request_id,
+            )
+
+            async def work() -> tuple[None, list[EntryDraft]]:
+                return None, [draft]
+
+            await self.run(work)
+        return await self.repo.entries(
+            after=after, limit=limit, citizen_id=citizen_id, client_id=client_id, action=action
+        )
+
     # -- a citizen's view (DESIGN: "who read what, when, why") -----------------------
 
     async def citizen_entries(

@@ -19,7 +19,7 @@ from api.auth import (
 from api.openapi import success
 from api.responses import Checkpoint, ConsistencyProof, InclusionProof, ServedEntryPage
 from api.schemas import whole
-from audit.models import EntryDraft, StoredEntry
+from audit.models import StoredEntry
 from consent.tokens import AccessPrincipal
 from vault.errors import OncevaultError
 
@@ -72,23 +72,14 @@ async def entries(
     action: FILTER = None,
 ) -> dict[str, Any]:
     """Entries oldest first with ``seq > after``; a citizen-filtered query is itself audited."""
-    runtime = runtime_of(request)
-    if citizen_id is not None:
-        draft = EntryDraft(
-            action="audit.queried",
-            actor_type="client",
-            actor_id=principal.client.client_id,
-            citizen_id=citizen_id,
-            client_id=principal.client.client_id,
-            request_id=request_id(request),
-        )
-
-        async def work() -> tuple[None, list[EntryDraft]]:
-            return None, [draft]
-
-        await runtime.audit.run(work)
-    found = await runtime.audit.repo.entries(
-        after=after, limit=limit, citizen_id=citizen_id, client_id=client_id, action=action
+    found = await runtime_of(request).audit.auditor_entries(
+        auditor_id=principal.client.client_id,
+        request_id=request_id(request),
+        after=after,
+        limit=limit,
+        citizen_id=citizen_id,
+        client_id=client_id,
+        action=action,
     )
     return {
         "entries": [entry_json(e) for e in found],
