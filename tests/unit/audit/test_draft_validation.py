@@ -7,13 +7,14 @@ a list."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from audit import models
 from audit.models import (
     ACTOR_TYPES,
     MAX_INT,
@@ -169,6 +170,15 @@ ONE_FIELD_WRONG = (
     + [("items", (Item("t", 1, (bad,)),)) for bad in [*BAD, None]]
     + [("items", ({"type": "t"},))]
 )
+
+
+def test_every_optional_string_of_a_draft_is_checked_alone() -> None:
+    # EntryDraft.validate spells the optional tokens out (it runs inside the write
+    # lock) beside validate_entry's _OPTIONAL_TOKENS. A string field added to the draft
+    # must join both, and this list, whose fields are each refused alone above.
+    optional = {f.name for f in fields(EntryDraft) if f.type == "str | None"}
+    assert optional == set(NULLABLE_TOKENS)
+    assert optional == {"actor_id", *models._OPTIONAL_TOKENS}
 
 
 def test_an_items_fields_must_be_a_list_or_tuple() -> None:

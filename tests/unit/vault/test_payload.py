@@ -57,10 +57,15 @@ def test_any_json_text_reads_as_the_json_module_reads_it(value: Any, ascii_only:
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.text(), values, max_size=5), values)
 def test_what_a_version_seals_reads_back(data: dict[str, Any], attestation: Any) -> None:
-    finite = json.loads(json.dumps(data), parse_constant=lambda _: None)  # as validated
-    plaintext = _sealed_payload(finite, None)
-    assert same(_open_payload(plaintext), json.loads(plaintext))
-    assert same(_open_payload(plaintext)["data"], finite)
+    # As they reach a version: data validated (finite numbers), the attestation as
+    # decoded from the request's JSON.
+    finite = json.loads(json.dumps(data), parse_constant=lambda _: None)
+    attested = json.loads(json.dumps(attestation), parse_constant=lambda _: None)
+    plaintext = _sealed_payload(finite, attested)
+    opened = _open_payload(plaintext)
+    assert same(opened, json.loads(plaintext))
+    assert same(opened["data"], finite)
+    assert same(opened["attestation"], attested)
 
 
 @pytest.mark.parametrize(
