@@ -16,6 +16,11 @@ Lines are ASCII, as ``json.dumps`` made them: a line with any other character is
 written again with ``\\uXXXX`` escapes, so a request path cannot put a line
 separator (U+2028, U+0085), a C1 control or a bidirectional override into a log
 file, and a lone surrogate cannot make logging raise.
+
+Each line goes out in one ``write`` with its newline, so the workers of
+``serve --workers N``, which share one stderr, never splice their lines together: a
+write of up to ``PIPE_BUF`` bytes (4096 on Linux) to a pipe is atomic, and an access
+line is a few hundred.
 """
 
 from __future__ import annotations
@@ -81,7 +86,10 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line: PrintLogger's print() writes the line and its newline
+        # separately, and with an unbuffered stderr (PYTHONUNBUFFERED, usual in
+        # containers) two workers sharing the pipe spliced their lines together.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)

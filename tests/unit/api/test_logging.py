@@ -8,7 +8,9 @@ import datetime
 import io
 import json
 import logging
+import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -145,3 +147,57 @@ def test_characters_that_could_split_or_disguise_a_line_are_escaped(
     assert text.count("\n") == 1
     [line] = text.splitlines()
     assert json.loads(line)["path"] == path
+
+
+WRITER = """
+import sys
+import structlog
+from api.logging import configure_logging
+
+configure_logging()
+log = structlog.get_logger("api.access")
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+sys.stdin.readline()
+for n in range({lines}):
+    log.info("http.request", worker={worker}, n=n, path="/v1/data/" + "x" * 200)
+"""
+
+
+def test_workers_sharing_an_unbuffered_stderr_never_splice_lines() -> None:
+    """Two processes (as granian's workers) log at once into one pipe with an
+    unbuffered stderr (PYTHONUNBUFFERED=1, as in CI and most containers): every line
+    read back is one whole JSON object. structlog's PrintLogger wrote the newline in a
+    second write and spliced two lines together (a CI run's shutdown lines)."""
+    per_worker = 3000
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    read_end, write_end = os.pipe()
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER.format(lines=per_worker, worker=worker)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=write_end,
+            env=env,
+            text=True,
+        )
+        for worker in (1, 2)
+    ]
+    os.close(write_end)
+    for worker in workers:  # both configured before either writes
+        assert worker.stdout is not None and worker.stdout.readline() == "ready\n"
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.close()
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read().decode("ascii")
+    for worker in workers:
+        assert worker.wait(timeout=60) == 0
+        assert worker.stdout is not None
+        worker.stdout.close()
+    written = [json.loads(line) for line in output.splitlines()]
+    assert len(written) == 2 * per_worker
+    assert sorted((line["worker"], line["n"]) for line in written) == [
+        (worker, n) for worker in (1, 2) for n in range(per_worker)
+    ]
