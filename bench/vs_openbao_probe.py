@@ -148,6 +148,96 @@ def install() -> None:
 
     commit_batch.__probe__ = True  # type: ignore[attr-defined]
     audit.log.AuditLog._commit_batch = commit_batch  # type: ignore[method-assign]
+    _probe_lock_hold(vault.storage.Database)
+
+
+def _sched(tid: int) -> tuple[float, float]:
+    """The thread's CPU time and its run-queue wait (preempted or woken, not yet
+    running), in seconds, from ``/proc/self/task/<tid>/schedstat``. The CPU time of a
+    running thread lags there (updated at scheduler events), so the loop's own CPU is
+    ``time.thread_time()``; the wait is current while the thread runs."""
+    with open(f"/proc/self/task/{tid}/schedstat") as f:
+        on_cpu, waiting, _ = f.read().split()
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+def _switches(tid: int) -> tuple[int, int]:
+    """The thread's voluntary (it slept: the GIL, a lock, I/O) and involuntary
+    (preempted) context switches so far."""
+    with open(f"/proc/self/task/{tid}/status") as f:
+        found = dict(line.split(":", 1) for line in f if "ctxt_switches" in line)
+    return int(found["voluntary_ctxt_switches"]), int(found["nonvoluntary_ctxt_switches"])
+
+
+class _Stamp:
+    """The calling thread's wall clock, CPU, run-queue wait and context switches."""
+
+    def __init__(self) -> None:
+        self.tid = threading.get_native_id()
+        self.wall = time.perf_counter()
+        self.cpu = time.thread_time()
+        self.queued = _sched(self.tid)[1]
+        self.slept, self.preempted = _switches(self.tid)
+
+    def add_since(self, earlier: _Stamp, phase: str) -> None:
+        """The time from ``earlier`` (same thread) to now, as ``phase``'s lines."""
+        _add(f"{phase}: wall", self.wall - earlier.wall)
+        _add(f"{phase}: on CPU", self.cpu - earlier.cpu)
+        _add(f"{phase}: in run queue (preempted)", self.queued - earlier.queued)
+        _add(f"{phase}: slept (count)", 0.0, self.slept - earlier.slept)
+        _add(f"{phase}: preempted (count)", 0.0, self.preempted - earlier.preempted)
+
+
+class _TimedCommit:
+    """A connection whose ``commit()`` stamps when SQLite's COMMIT returned (the GIL
+    taken back), before ``Database._commit`` releases the flock."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self.committed: _Stamp | None = None
+
+    def commit(self) -> None:
+        self._connection.commit()
+        self.committed = _Stamp()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+def _probe_lock_hold(database: Any) -> None:
+    """SQLite's write lock, from the moment the loop holds it (``_begin_write``
+    returned) to its release after COMMIT (``_commit``), in three phases on the
+    thread that runs them: the batch's work up to COMMIT, the COMMIT (its fsync, then
+    the GIL taken back), and the flock's release. Each phase: wall time, CPU, run-queue
+    wait (the scheduler gave the core to another thread) and context switches (a
+    voluntary one is a sleep: the fsync, a wait for the GIL)."""
+    held: dict[int, _Stamp] = {}
+    original_begin = database._begin_write
+    original_commit = database._commit
+
+    async def begin_write(self: Any, connection: Any, lock_fd: int) -> None:
+        await original_begin(self, connection, lock_fd)
+        held[lock_fd] = _Stamp()
+
+    def commit(connection: Any, lock_fd: int | None) -> None:
+        begun = held.pop(lock_fd, None) if lock_fd is not None else None
+        if begun is None:
+            original_commit(connection, lock_fd)
+            return
+        committing = _Stamp()
+        if committing.tid == begun.tid:
+            committing.add_since(begun, "lock hold 1, batch until COMMIT")
+        timed = _TimedCommit(connection)
+        original_commit(timed, lock_fd)
+        released = _Stamp()
+        if timed.committed is not None:
+            timed.committed.add_since(committing, "lock hold 2, COMMIT")
+            released.add_since(timed.committed, "lock hold 3, flock release")
+        _add("lock hold: whole, wall", released.wall - begun.wall)
+
+    begin_write.__probe__ = True  # type: ignore[attr-defined]
+    database._begin_write = begin_write
+    database._commit = staticmethod(commit)
 
 
 def _dump_forever(out_dir: Path) -> None:
