@@ -14,6 +14,7 @@ meanwhile, so a step's mean is its cost only at low concurrency (run with
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -215,9 +216,15 @@ def _probe_lock_hold(database: Any) -> None:
     original_begin = database._begin_write
     original_commit = database._commit
 
+    yielded: dict[int, list[bool]] = {}
+
     async def begin_write(self: Any, connection: Any, lock_fd: int) -> None:
         await original_begin(self, connection, lock_fd)
         held[lock_fd] = _Stamp()
+        # Did the event loop run anything else while the lock was held? A callback
+        # queued now runs only if the batch gives the loop back before its COMMIT.
+        flag = yielded[lock_fd] = [False]
+        asyncio.get_running_loop().call_soon(flag.__setitem__, 0, True)
 
     def commit(connection: Any, lock_fd: int | None) -> None:
         begun = held.pop(lock_fd, None) if lock_fd is not None else None
@@ -225,6 +232,9 @@ def _probe_lock_hold(database: Any) -> None:
             original_commit(connection, lock_fd)
             return
         committing = _Stamp()
+        flag = yielded.pop(lock_fd, None) if lock_fd is not None else None
+        if flag is not None:
+            _add("lock hold 1, batch until COMMIT: gave the loop back (count)", 0.0, flag[0])
         if committing.tid == begun.tid:
             committing.add_since(begun, "lock hold 1, batch until COMMIT")
         timed = _TimedCommit(connection)
