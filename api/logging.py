@@ -20,20 +20,111 @@ file, and a lone surrogate cannot make logging raise.
 Each line goes out in one ``write`` with its newline, so the workers of
 ``serve --workers N``, which share one stderr, never splice their lines together: a
 write of up to ``PIPE_BUF`` bytes (4096 on Linux) to a pipe is atomic, and an access
-line is a few hundred.
+line is a few hundred. A longer line (an exception's traceback) is not atomic on a
+pipe, so it is written under an exclusive POSIX record lock on the stream
+(:func:`write_line`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import select
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 import structlog
 from structlog.typing import EventDict, WrappedLogger
+
+#: Longer lines are written under a lock: a pipe writes at most this many bytes at once.
+ATOMIC_LINE = select.PIPE_BUF
+
+_WRITING = threading.Lock()
+
+
+def write_line(stream: TextIO, line: str) -> None:
+    """Write ``line`` (ending in a newline) to ``stream`` in one write, and flush.
+
+    A line over :data:`ATOMIC_LINE` bytes is written under an exclusive POSIX record
+    lock (``lockf``) on the stream's file: another worker's long line waits instead of
+    landing in the middle of this one. Not ``flock``: an flock belongs to the open file
+    description, and the workers inherited one stderr, so theirs would never exclude
+    each other; a record lock belongs to the process. The lock is waited for at most
+    :data:`LOCK_WAIT` seconds (a file some other program keeps locked must not stop
+    logging); a stream without a file descriptor (a test's buffer) is written as is."""
+    size = len(line) if line.isascii() else len(line.encode("utf-8", "surrogateescape"))
+    with _WRITING:  # the threads of this process (granian's, the loop)
+        locked = size > ATOMIC_LINE and _lock(stream)
+        try:
+            stream.write(line)
+            stream.flush()
+        finally:
+            if locked:
+                with contextlib.suppress(OSError, ValueError):
+                    fcntl.lockf(stream.fileno(), fcntl.LOCK_UN)
+
+
+#: How long a long line waits for another worker's long line before it is written
+#: without the lock.
+LOCK_WAIT = 1.0
+
+
+def _lock(stream: TextIO) -> bool:
+    """Take an exclusive record lock on all of ``stream``'s file; False when it has
+    none, refuses locks, or stays locked for :data:`LOCK_WAIT` seconds."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.0005)
+        except OSError:
+            return False
+
+
+class LineLogger:
+    """structlog's logger: each event is one line (:func:`write_line`)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        write_line(self._stream, message + "\n")
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class LineLoggerFactory:
+    """A :class:`LineLogger` on the stream ``sys.stderr`` is when it is first used."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    def __call__(self, *args: Any) -> LineLogger:
+        return LineLogger(self._stream if self._stream is not None else sys.stderr)
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stdlib records (granian, asyncio) as lines, like structlog's events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            write_line(self.stream, self.format(record) + self.terminator)
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
 
 
 class UtcStamp:
@@ -86,13 +177,13 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        # One write per line: PrintLogger's print() writes the line and its newline
-        # separately, and with an unbuffered stderr (PYTHONUNBUFFERED, usual in
+        # One write per line: structlog's PrintLogger (print()) writes the line and its
+        # newline separately, and with an unbuffered stderr (PYTHONUNBUFFERED, usual in
         # containers) two workers sharing the pipe spliced their lines together.
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=LineLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

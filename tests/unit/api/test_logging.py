@@ -14,11 +14,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
-from api.logging import UtcStamp, configure_logging
+import api.logging
+from api.logging import ATOMIC_LINE, UtcStamp, configure_logging, write_line
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -160,21 +163,19 @@ sys.stdout.write("ready\\n")
 sys.stdout.flush()
 sys.stdin.readline()
 for n in range({lines}):
-    log.info("http.request", worker={worker}, n=n, path="/v1/data/" + "x" * 200)
+    log.info("http.request", worker={worker}, n=n, path="/v1/data/" + "x" * {size})
 """
 
 
-def test_workers_sharing_an_unbuffered_stderr_never_splice_lines() -> None:
-    """Two processes (as granian's workers) log at once into one pipe with an
-    unbuffered stderr (PYTHONUNBUFFERED=1, as in CI and most containers): every line
-    read back is one whole JSON object. structlog's PrintLogger wrote the newline in a
-    second write and spliced two lines together (a CI run's shutdown lines)."""
-    per_worker = 3000
+def run_workers(*, per_worker: int, size: int) -> list[dict[str, Any]]:
+    """Two processes (as granian's workers) configured, then logging ``per_worker``
+    lines each at once into one pipe with an unbuffered stderr (PYTHONUNBUFFERED=1, as
+    in CI and most containers); every line read back, parsed."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     read_end, write_end = os.pipe()
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER.format(lines=per_worker, worker=worker)],
+            [sys.executable, "-c", WRITER.format(lines=per_worker, worker=worker, size=size)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=write_end,
@@ -196,8 +197,73 @@ def test_workers_sharing_an_unbuffered_stderr_never_splice_lines() -> None:
         assert worker.wait(timeout=60) == 0
         assert worker.stdout is not None
         worker.stdout.close()
-    written = [json.loads(line) for line in output.splitlines()]
+    return [json.loads(line) for line in output.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("per_worker", "size"),
+    [(3000, 200), (400, 20_000)],
+    ids=["access lines", "lines longer than PIPE_BUF"],
+)
+def test_workers_sharing_an_unbuffered_stderr_never_splice_lines(
+    per_worker: int, size: int
+) -> None:
+    """Every line read back is one whole JSON object, short or long. structlog's
+    PrintLogger wrote the newline in a second write and spliced two short lines
+    together (a CI run's shutdown lines); a line over PIPE_BUF is not atomic on a pipe
+    at all, and without the record lock 2 runs in 3 here had ~20-230 broken lines."""
+    written = run_workers(per_worker=per_worker, size=size)
     assert len(written) == 2 * per_worker
     assert sorted((line["worker"], line["n"]) for line in written) == [
         (worker, n) for worker in (1, 2) for n in range(per_worker)
     ]
+    assert all(len(line["path"]) == len("/v1/data/") + size for line in written)
+
+
+def test_a_long_line_to_a_stream_without_a_file_is_written_whole() -> None:
+    buffer = io.StringIO()
+    line = "y" * (ATOMIC_LINE * 3) + "\n"
+    write_line(buffer, line)
+    write_line(buffer, "short\n")
+    assert buffer.getvalue() == line + "short\n"
+
+
+def test_a_long_line_waits_for_another_process_lock_then_is_written_anyway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding the file's record lock delays a long line by at most
+    LOCK_WAIT, then it is written without the lock (logging never stops); a short line
+    never waits."""
+    monkeypatch.setattr(api.logging, "LOCK_WAIT", 0.2)
+    path = tmp_path / "log"
+    path.write_text("")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            f"f = open({str(path)!r}, 'a')\n"
+            "fcntl.lockf(f, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.readline()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with path.open("a") as stream:
+            started = time.monotonic()
+            write_line(stream, "short\n")
+            short = time.monotonic() - started
+            write_line(stream, "z" * (ATOMIC_LINE + 1) + "\n")
+            waited = time.monotonic() - started
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert short < 0.2 <= waited
+    assert path.read_text() == "short\n" + "z" * (ATOMIC_LINE + 1) + "\n"
