@@ -56,7 +56,9 @@ def write_line(stream: TextIO, line: str) -> None:
     description, and the workers inherited one stderr, so theirs would never exclude
     each other; a record lock belongs to the process. The lock is waited for at most
     :data:`LOCK_WAIT` seconds (a file some other program keeps locked must not stop
-    logging); a stream without a file descriptor (a test's buffer) is written as is."""
+    logging), on the calling thread (the event loop, for a request's line: only a long
+    line meeting another worker's long line waits at all); a stream without a file
+    descriptor (a test's buffer) is written as is."""
     size = len(line) if line.isascii() else len(line.encode("utf-8", "surrogateescape"))
     with _WRITING:  # the threads of this process (granian's, the loop)
         locked = size > ATOMIC_LINE and _lock(stream)
