@@ -110,13 +110,13 @@ class LineLogger:
 
 
 class LineLoggerFactory:
-    """A :class:`LineLogger` on the stream ``sys.stderr`` is when it is first used."""
+    """structlog's logger factory: a :class:`LineLogger` on ``stream``."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
     def __call__(self, *args: Any) -> LineLogger:
-        return LineLogger(self._stream if self._stream is not None else sys.stderr)
+        return LineLogger(self._stream)
 
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -10,7 +10,7 @@ import pytest
 
 from audit import merkle
 from audit.log import AuditLog
-from audit.models import EntryDraft
+from audit.models import EntryDraft, parse_leaf
 from audit.repository import AuditRepository
 from tests import independent_verifier as ref
 from tests.helpers.statements import Statements
@@ -480,12 +480,6 @@ async def test_a_cancelled_caller_leaves_its_unit_and_its_batch_whole(
     await audit.close()
     # 4 raised, so its batch (1..4) ran again with a savepoint per unit.
     assert ran == [0, 1, 2, 3, 4, 1, 2, 3, 4]
-    rows = await database.fetch("SELECT leaf FROM audit_entries ORDER BY seq")
-    requests = sorted(entry["request_id"] for entry in map(_entry, rows))
+    leaves = await _all_leaves(database)
+    requests = sorted(parse_leaf(leaf)["request_id"] for _, leaf in leaves)
     assert requests == ["req_0", "req_1", "req_2", "req_3"]
-
-
-def _entry(row: Any) -> dict[str, Any]:
-    from audit.models import parse_leaf  # noqa: PLC0415 - only this test reads leaves
-
-    return parse_leaf(bytes(row["leaf"]))

@@ -44,14 +44,9 @@ def same(a: Any, b: Any) -> bool:
 @settings(max_examples=400, deadline=None)
 @given(values, st.booleans())
 def test_any_json_text_reads_as_the_json_module_reads_it(value: Any, ascii_only: bool) -> None:
+    # json.dumps writes NaN and infinities too, which msgspec refuses: the fallback.
     text = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8")
-    try:
-        expected = json.loads(text)
-    except ValueError:
-        with pytest.raises(DecryptionError):
-            _open_payload(text)
-        return
-    assert same(_open_payload(text), expected)
+    assert same(_open_payload(text), json.loads(text))
 
 
 @settings(max_examples=200, deadline=None)
