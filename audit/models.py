@@ -75,8 +75,7 @@ def safe_token(value: object) -> str | None:
     return value if isinstance(value, str) and is_token(value) else None
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(msgspec.Struct, frozen=True):
     """One released item of a ``data.read`` entry."""
 
     type: str
@@ -87,8 +86,7 @@ class Item:
         return {"type": self.type, "version": self.version, "fields": sorted(self.fields)}
 
 
-@dataclass(frozen=True)
-class EntryDraft:
+class EntryDraft(msgspec.Struct, frozen=True):
     """What a use case records; the log adds ``seq`` and ``ts`` when it appends."""
 
     action: str

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 DAY_MS = 86_400_000
 PENDING_TTL_MS = 7 * DAY_MS
@@ -27,8 +29,7 @@ class Status(StrEnum):
 FINAL = frozenset({Status.REJECTED, Status.REVOKED, Status.EXPIRED, Status.EXHAUSTED})
 
 
-@dataclass(frozen=True)
-class Consent:
+class Consent(msgspec.Struct, frozen=True):
     """The immutable artefact plus its current status and fetch count."""
 
     consent_id: str
@@ -62,17 +63,12 @@ class Consent:
         return self.status
 
     def counted(self, fetch_count: int, status: Status) -> Consent:
-        """This consent with another fetch count and status: ``dataclasses.replace``
-        without its per-call field walk and ``__init__`` (a read counts its fetch
-        inside the batch's transaction, holding the write lock). The fields are
-        copied as they are, so nothing is checked that ``__init__`` would check
-        (it checks nothing)."""
-        copy = object.__new__(type(self))
-        copy.__dict__.update(self.__dict__, fetch_count=fetch_count, status=status)
-        return copy
+        """This consent with another fetch count and status (a read counts its fetch
+        inside the batch's transaction, holding the write lock)."""
+        return msgspec.structs.replace(self, fetch_count=fetch_count, status=status)
 
     def viewed_at(self, now: int) -> Consent:
-        return replace(self, status=self.effective_status(now))
+        return msgspec.structs.replace(self, status=self.effective_status(now))
 
     def items_json(self) -> list[dict[str, Any]]:
         return [{"type": t, "fields": list(fields)} for t, fields in self.items]
@@ -100,8 +96,7 @@ class Receipt:
     jws: str
 
 
-@dataclass(frozen=True)
-class ReadGrant:
+class ReadGrant(msgspec.Struct, frozen=True):
     """What one read may release: fields per type, decided under the consent lock."""
 
     consent: Consent
@@ -124,8 +119,7 @@ class StoredSuggestion:
     consent_id: str | None
 
 
-@dataclass(frozen=True)
-class Client:
+class Client(msgspec.Struct, frozen=True):
     client_id: str
     name: str
     kind: str

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
+
+import msgspec
 
 from audit.log import AuditLog
 from audit.models import EntryDraft, safe_token
@@ -157,7 +158,7 @@ class ConsentService:
         await self.repo.set_status(
             consent.consent_id, status, now, valid_from=valid_from, valid_until=valid_until
         )
-        moved = replace(
+        moved = msgspec.structs.replace(
             consent,
             status=status,
             valid_from=valid_from if valid_from is not None else consent.valid_from,
@@ -196,7 +197,7 @@ class ConsentService:
         }
         jws = self.sign_receipt(payload)
         await self.repo.add_receipt(Receipt(consent.consent_id, version, consent.status, now, jws))
-        return replace(consent, receipt_version=version)
+        return msgspec.structs.replace(consent, receipt_version=version)
 
     async def _expire_if_due(self, consent: Consent, now: int) -> tuple[Consent, list[EntryDraft]]:
         """Materialise a lazy expiry found under the lock."""

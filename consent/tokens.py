@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from audit.log import AuditLog
 from audit.models import EntryDraft, safe_token
 from consent.models import Client, Status
@@ -102,8 +104,7 @@ class ProofUse:
     now: int
 
 
-@dataclass(frozen=True)
-class AccessPrincipal:
+class AccessPrincipal(msgspec.Struct, frozen=True):
     """A verified access token plus the client's live registration."""
 
     client: Client

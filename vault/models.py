@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 from vault.errors import InvalidSubject
 
 SubjectKind = Literal["nid", "ci"]
@@ -82,8 +84,7 @@ class PutResult:
     created: bool
 
 
-@dataclass(frozen=True)
-class RecordMeta:
+class RecordMeta(msgspec.Struct, frozen=True):
     """A record version without its content."""
 
     record_id: str

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgspec
+
 from vault.models import RecordMeta
 from vault.storage import IN_CHUNK, Database, marks
 
@@ -25,8 +27,7 @@ def _bytes(value: object) -> bytes:
     return value
 
 
-@dataclass(frozen=True)
-class DekRow:
+class DekRow(msgspec.Struct, frozen=True):
     dek_id: str
     citizen_id: str
     record_type: str
@@ -37,8 +38,7 @@ class DekRow:
     created_at: int
 
 
-@dataclass(frozen=True)
-class RecordRow:
+class RecordRow(msgspec.Struct, frozen=True):
     meta: RecordMeta
     dek_id: str
     ciphertext: bytes

@@ -6,10 +6,10 @@ a row that does not unwrap."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import pytest
 
 from vault.errors import DecryptionError, KeyProviderUnavailable
@@ -109,7 +109,7 @@ async def test_a_joined_call_that_failed_on_another_row_leaves_the_good_row_to_i
     caller that joined it for a good row asks for that row itself and gets its key;
     the leader gets DecryptionError, as without the single flight."""
     [(good, key), (other, _)] = await dek_rows(vault, 2, 3)
-    bad = dataclasses.replace(other, wrapped=other.wrapped[:-8] + "AAAAAAAA")
+    bad = msgspec.structs.replace(other, wrapped=other.wrapped[:-8] + "AAAAAAAA")
     provider = GatedProvider(vault, monkeypatch)
     leader = asyncio.ensure_future(vault.unwrap([bad, good]))
     await settle(provider, 1)

@@ -7,12 +7,12 @@ a list."""
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from audit import models
 from audit.models import (
@@ -176,7 +176,7 @@ def test_every_optional_string_of_a_draft_is_checked_alone() -> None:
     # EntryDraft.validate spells the optional tokens out (it runs inside the write
     # lock) beside validate_entry's _OPTIONAL_TOKENS. A string field added to the draft
     # must join both, and this list, whose fields are each refused alone above.
-    optional = {f.name for f in fields(EntryDraft) if f.type == "str | None"}
+    optional = {name for name, kind in EntryDraft.__annotations__.items() if kind == "str | None"}
     assert optional == set(NULLABLE_TOKENS)
     assert optional == {"actor_id", *models._OPTIONAL_TOKENS}
 
