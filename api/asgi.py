@@ -6,8 +6,10 @@ environment of its worker processes, and points granian at :func:`app_factory`.
 
 from __future__ import annotations
 
+import structlog
 from litestar import Litestar
 
+from api.affinity import pin_worker
 from api.app import create_app
 from api.logging import configure_logging
 from api.settings import load_settings
@@ -15,4 +17,12 @@ from api.settings import load_settings
 
 def app_factory() -> Litestar:
     configure_logging()
-    return create_app(load_settings())
+    settings = load_settings()
+    if settings.worker_affinity == "spread":
+        cpu = pin_worker(settings.data_dir)
+        log = structlog.get_logger("api.worker")
+        if cpu is None:
+            log.warning("worker.unpinned", reason="every CPU has its worker")
+        else:
+            log.info("worker.pinned", cpu=cpu)
+    return create_app(settings)

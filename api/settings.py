@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from api.affinity import supported as supports_affinity
 from vault.errors import OncevaultError
 
 DEFAULT_DATA_DIR = ".oncevault"
@@ -48,6 +49,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "ONCEVAULT_DEK_CACHE_SECONDS",
     "ONCEVAULT_RATE_LIMIT_PER_MINUTE",
     "ONCEVAULT_SQLITE_SYNCHRONOUS",
+    "ONCEVAULT_WORKER_AFFINITY",
     # Web sign-in against an external OpenID provider (read by api/web; see its README).
     "ONCEVAULT_IDP_AUTHORIZATION_ENDPOINT",
     "ONCEVAULT_IDP_TOKEN_ENDPOINT",
@@ -113,6 +115,9 @@ class Settings:
     #: acknowledged write survives power loss); NORMAL only at checkpoints (it
     #: survives a crash of the process, not of the machine).
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    #: ``spread``: each ``serve`` worker pins itself to a CPU of its own
+    #: (:mod:`api.affinity`); ``off`` leaves placement to the scheduler.
+    worker_affinity: Literal["off", "spread"] = "off"
 
     @property
     def embedded(self) -> bool:
@@ -134,6 +139,7 @@ class Settings:
             "ONCEVAULT_DEK_CACHE_SECONDS": repr(self.dek_cache_seconds),
             "ONCEVAULT_RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
             "ONCEVAULT_SQLITE_SYNCHRONOUS": self.sqlite_synchronous,
+            "ONCEVAULT_WORKER_AFFINITY": self.worker_affinity,
         }
         optional = {
             "VAULT_ADDR": self.vault_addr,
@@ -390,6 +396,12 @@ def load_settings(
     if synchronous not in ("FULL", "NORMAL"):
         raise SettingsError("ONCEVAULT_SQLITE_SYNCHRONOUS: use FULL or NORMAL")
 
+    affinity = (get("ONCEVAULT_WORKER_AFFINITY") or "off").strip().lower()
+    if affinity not in ("off", "spread"):
+        raise SettingsError("ONCEVAULT_WORKER_AFFINITY: use off or spread")
+    if affinity == "spread" and not supports_affinity():
+        raise SettingsError("ONCEVAULT_WORKER_AFFINITY: spread needs Linux (sched_setaffinity)")
+
     return Settings(
         data_dir=data_dir,
         database=database,
@@ -413,4 +425,5 @@ def load_settings(
         port=port,
         workers=workers,
         sqlite_synchronous="NORMAL" if synchronous == "NORMAL" else "FULL",
+        worker_affinity="spread" if affinity == "spread" else "off",
     )

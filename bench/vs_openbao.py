@@ -3,14 +3,16 @@
 Usage: .venv/bin/python bench/vs_openbao.py [--citizens 100] [--duration 20] [--rounds 3]
        [--warmup 3] [--threads 1] [--connections 64] [--workers 2]
        [--engine sqlite|postgres] [--postgres DSN] [--key-provider local|transit]
-       [--dek-cache 60] [--rate-limit 10000000] [--only oncevault|openbao]
+       [--dek-cache 60] [--rate-limit 10000000] [--worker-affinity spread|off]
+       [--only oncevault|openbao]
        [--probe DIR] [--profile DIR [--native]] [--keep] [--write-doc]
 
 Both servers run on this machine, one at a time, loaded by the same wrk command (same
 threads, connections, duration and Lua script) over one request per citizen:
 
-* **oncevault**: ``oncevault init`` on a temporary data dir, ``serve --workers 2``,
-  local KEK, ``ONCEVAULT_DEK_CACHE_SECONDS`` (60), bearer tokens. An issuer client
+* **oncevault**: ``oncevault init`` on a temporary data dir, ``serve --workers 2``
+  with each worker pinned to a CPU of its own (``ONCEVAULT_WORKER_AFFINITY=spread``;
+  ``--worker-affinity off`` leaves them to the scheduler), local KEK, ``ONCEVAULT_DEK_CACHE_SECONDS`` (60), bearer tokens. An issuer client
   ``nts`` issues one ~1 KiB ``income_certificate`` per citizen through
   ``POST /v1/records:batch``; the consumer ``kbank`` asks each citizen for a standing
   ``mortgage_screening`` consent, which the citizen approves (a development-IdP token
@@ -317,6 +319,12 @@ def add_oncevault_arguments(parser: argparse.ArgumentParser) -> None:
         help="ONCEVAULT_SQLITE_SYNCHRONOUS (FULL: fsync at every COMMIT)",
     )
     parser.add_argument(
+        "--worker-affinity",
+        choices=("spread", "off"),
+        default="spread",
+        help="ONCEVAULT_WORKER_AFFINITY (spread: each worker pinned to a CPU of its own)",
+    )
+    parser.add_argument(
         "--probe",
         type=Path,
         metavar="DIR",
@@ -340,9 +348,11 @@ class Oncevault:
         rate_limit: int,
         dek_cache: float,
         synchronous: str = "FULL",
+        worker_affinity: str = "spread",
     ) -> None:
         self.workdir = workdir
         self.synchronous = synchronous
+        self.worker_affinity = worker_affinity
         self.citizens = citizens
         self.read = list(range(citizens))  # which citizens the load reads
         self.engine = engine
@@ -353,6 +363,7 @@ class Oncevault:
             ONCEVAULT_DEK_CACHE_SECONDS=repr(dek_cache),
             ONCEVAULT_RATE_LIMIT_PER_MINUTE=str(rate_limit),
             ONCEVAULT_SQLITE_SYNCHRONOUS=synchronous,
+            ONCEVAULT_WORKER_AFFINITY=worker_affinity,
         )
         self.schema: str | None = None
         self.database_url = ""
@@ -384,6 +395,7 @@ class Oncevault:
             rate_limit=args.rate_limit,
             dek_cache=args.dek_cache,
             synchronous=args.synchronous,
+            worker_affinity=args.worker_affinity,
         )
 
     def use_probe(self, probe_dir: Path, site: Path) -> None:
@@ -1127,7 +1139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + f", ~{RECORD_BYTES} B record each; "
                 f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s "
                 f"(+{args.warmup} s warm-up), {args.rounds} alternated rounds, medians. "
-                f"oncevault: serve --workers {args.workers}, {database}, {provider}, "
+                f"oncevault: serve --workers {args.workers}"
+                + (
+                    " (each pinned to a CPU of its own, ONCEVAULT_WORKER_AFFINITY=spread)"
+                    if args.worker_affinity == "spread"
+                    else " (placed by the scheduler, ONCEVAULT_WORKER_AFFINITY=off)"
+                )
+                + f", {database}, {provider}, "
                 f"DEK cache {args.dek_cache:g} s, bearer tokens, rate limit "
                 f"{args.rate_limit:,}/min. OpenBao: bao server -dev (inmem), file audit "
                 "device from the config file, KV v2, one policy-scoped token."

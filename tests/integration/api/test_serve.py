@@ -97,6 +97,50 @@ def test_log_lines_are_json_with_request_id(tmp_path: Path) -> None:
     assert any(line.get("request_id") == request_id for line in access)
 
 
+def test_spread_workers_each_run_on_a_cpu_of_their_own(tmp_path: Path) -> None:
+    """ONCEVAULT_WORKER_AFFINITY=spread: every thread of each worker is pinned, two
+    workers never share a CPU (when there are two), and each says where it runs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    data_dir = tmp_path / "data"
+    assert run_cli("init", "--data-dir", str(data_dir)).returncode == 0
+    env = clean_env(ONCEVAULT_WORKER_AFFINITY="spread")
+    with ServerProcess(data_dir, workers=2, env=env) as server:
+        assert server.process is not None
+        assert httpx.get(server.base_url + "/healthz").status_code == 200
+        masks = {
+            pid: {
+                tuple(sorted(os.sched_getaffinity(int(task.name))))
+                for task in Path(f"/proc/{pid}/task").iterdir()
+            }
+            for pid in worker_pids(server.process.pid)
+        }
+    assert len(masks) == 2
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    pinned = sorted(line["cpu"] for line in lines if line.get("event") == "worker.pinned")
+    if len(cpus) >= 2:
+        assert all(len(threads) == 1 for threads in masks.values()), masks  # one mask each
+        used = sorted(mask for threads in masks.values() for mask in threads)
+        assert used == [(cpu,) for cpu in pinned]
+        assert len(set(pinned)) == 2
+    else:
+        assert pinned == cpus
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """The server's worker processes: the other members of its process group."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == server_pid:
+            continue
+        try:
+            stat_line = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat_line[2]) == server_pid:
+            pids.append(int(entry.name))
+    return pids
+
+
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
