@@ -32,25 +32,52 @@ def _opt_int(value: object) -> int | None:
     return None if value is None else int(str(value))
 
 
-def _consent(row: dict[str, Any]) -> Consent:
+_COLUMN_NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
+
+
+def _consent(row: Mapping[str, Any]) -> Consent:
+    return _consent_of([row[name] for name in _COLUMN_NAMES])
+
+
+def _consent_of(values: Sequence[Any]) -> Consent:
+    """A consent from its ``_COLUMNS`` values, in that order (:meth:`Database.fetch_values`)."""
+    (
+        consent_id,
+        citizen_id,
+        client_id,
+        purpose,
+        items,
+        access,
+        max_fetches,
+        valid_days,
+        valid_from,
+        valid_until,
+        legal_basis,
+        case_reference,
+        created_at,
+        policy_version,
+        status,
+        fetch_count,
+        receipt_version,
+    ) = values
     return Consent(
-        consent_id=row["consent_id"],
-        citizen_id=row["citizen_id"],
-        client_id=row["client_id"],
-        purpose=row["purpose"],
-        items=items_from_text(row["items"]),
-        access=row["access"],
-        max_fetches=_opt_int(row["max_fetches"]),
-        valid_days=int(row["valid_days"]),
-        valid_from=_opt_int(row["valid_from"]),
-        valid_until=_opt_int(row["valid_until"]),
-        legal_basis=row["legal_basis"],
-        case_reference=row["case_reference"],
-        created_at=int(row["created_at"]),
-        policy_version=row["policy_version"],
-        status=Status(row["status"]),
-        fetch_count=int(row["fetch_count"]),
-        receipt_version=int(row["receipt_version"]),
+        consent_id=consent_id,
+        citizen_id=citizen_id,
+        client_id=client_id,
+        purpose=purpose,
+        items=items_from_text(items),
+        access=access,
+        max_fetches=_opt_int(max_fetches),
+        valid_days=int(valid_days),
+        valid_from=_opt_int(valid_from),
+        valid_until=_opt_int(valid_until),
+        legal_basis=legal_basis,
+        case_reference=case_reference,
+        created_at=int(created_at),
+        policy_version=policy_version,
+        status=Status(status),
+        fetch_count=int(fetch_count),
+        receipt_version=int(receipt_version),
     )
 
 
@@ -203,7 +230,7 @@ class ConsentRepository:
         wanted = sorted(set(consent_ids))
         rows: dict[str, Consent | None] = dict.fromkeys(wanted)
         if self.db.dialect == "postgres":
-            found = await self.db.fetch(
+            found = await self.db.fetch_values(
                 f"SELECT {_COLUMNS} FROM consents WHERE consent_id = ANY($1::text[])"
                 " ORDER BY consent_id FOR UPDATE",
                 wanted,
@@ -212,12 +239,12 @@ class ConsentRepository:
             found = []
             for start in range(0, len(wanted), IN_CHUNK):
                 chunk = wanted[start : start + IN_CHUNK]
-                found += await self.db.fetch(
+                found += await self.db.fetch_values(
                     f"SELECT {_COLUMNS} FROM consents WHERE consent_id IN ({marks(len(chunk))})",
                     *chunk,
                 )
-        for row in found:
-            consent = _consent(row)
+        for values in found:
+            consent = _consent_of(values)
             rows[consent.consent_id] = consent
         return LockedConsents(self.db, rows)
 

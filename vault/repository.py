@@ -143,6 +143,53 @@ _LATEST_WITH_DEK = (
 )
 
 
+def _sealed(values: Sequence[Any]) -> tuple[RecordRow, DekRow]:
+    """A row of ``_LATEST_WITH_DEK`` (:meth:`Database.fetch_values`, columns in order):
+    the record version and the DEK row it is sealed under."""
+    (
+        record_id,
+        citizen_id,
+        record_type,
+        version,
+        dek_id,
+        ciphertext,
+        content_digest,
+        source,
+        attested,
+        created_at,
+        dek_version,
+        wrapped,
+        kek_version,
+        generation,
+        dek_created_at,
+    ) = values
+    record = RecordRow(
+        meta=RecordMeta(
+            record_id=record_id,
+            citizen_id=citizen_id,
+            record_type=record_type,
+            version=int(version),
+            source=source,
+            attested=bool(attested),
+            created_at=int(created_at),
+        ),
+        dek_id=dek_id,
+        ciphertext=_bytes(ciphertext),
+        content_digest=_bytes(content_digest),
+    )
+    dek = DekRow(
+        dek_id=dek_id,
+        citizen_id=citizen_id,
+        record_type=record_type,
+        dek_version=int(dek_version),
+        wrapped=wrapped,
+        kek_version=int(kek_version),
+        generation=int(generation),
+        created_at=int(dek_created_at),
+    )
+    return record, dek
+
+
 def _chunks(values: Sequence[T]) -> list[list[T]]:
     return [list(values[i : i + IN_CHUNK]) for i in range(0, len(values), IN_CHUNK)]
 
@@ -299,7 +346,7 @@ class VaultRepository:
         if not citizens or not types:
             return {}
         if self.db.dialect == "postgres":  # one statement text whatever the sizes
-            rows = await self.db.fetch(
+            rows = await self.db.fetch_values(
                 f"{_LATEST_WITH_DEK} WHERE r.citizen_id = ANY($1::text[])"
                 " AND r.record_type = ANY($2::text[]) AND r.superseded_at IS NULL",
                 citizens,
@@ -311,19 +358,16 @@ class VaultRepository:
             for start in range(0, len(citizens), step):
                 chunk = citizens[start : start + step]
                 type_marks = marks(len(types), first=len(chunk) + 1)
-                rows += await self.db.fetch(
+                rows += await self.db.fetch_values(
                     f"{_LATEST_WITH_DEK} WHERE r.citizen_id IN ({marks(len(chunk))})"
                     f" AND r.record_type IN ({type_marks}) AND r.superseded_at IS NULL",
                     *chunk,
                     *types,
                 )
         out: dict[tuple[str, str], tuple[RecordRow, DekRow]] = {}
-        for row in rows:
-            record = _record(row)
-            out[(record.meta.citizen_id, record.meta.record_type)] = (
-                record,
-                _dek({**row, "created_at": row["dek_created_at"]}),
-            )
+        for values in rows:
+            record, dek = _sealed(values)
+            out[(record.meta.citizen_id, record.meta.record_type)] = (record, dek)
         return out
 
     async def version(self, citizen_id: str, record_type: str, version: int) -> RecordRow | None:

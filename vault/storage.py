@@ -128,6 +128,14 @@ def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def _values(cursor: sqlite3.Cursor) -> list[Sequence[Any]]:
+    return cursor.fetchall()
+
+
+def _dicts(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    return [dict(record) for record in records]
+
+
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """The pool's release hook: no reset query.
 
@@ -549,6 +557,12 @@ class Database:
         """
         return await self._run(sql, args)
 
+    async def fetch_values(self, sql: str, *args: object) -> list[Sequence[Any]]:
+        """As :meth:`fetch`, but each row is its values in the statement's column order
+        (a tuple on SQLite, an asyncpg ``Record`` on PostgreSQL): no dict a row, for
+        the statements that load a batch's rows inside the write lock."""
+        return await self._run(sql, args, _values, list)
+
     async def fetchrow(self, sql: str, *args: object) -> dict[str, Any] | None:
         rows = await self._run(sql, args)
         return rows[0] if rows else None
@@ -577,15 +591,23 @@ class Database:
             name = exc.__class__.__name__
             raise ConnectionLostBeforeCommit(f"database connection lost ({name})") from None
 
-    async def _run(self, sql: str, args: Sequence[object]) -> list[dict[str, Any]]:
+    async def _run(
+        self,
+        sql: str,
+        args: Sequence[object],
+        shape: Callable[[sqlite3.Cursor], list[Any]] = _rows,
+        shape_records: Callable[[list[asyncpg.Record]], list[Any]] = _dicts,
+    ) -> list[Any]:
+        """Run one statement; ``shape`` makes its rows from a SQLite cursor,
+        ``shape_records`` from asyncpg's records."""
         query = self._placeholders(sql)
         if self.dialect == "sqlite":
             connection = self._sqlite_tx.get()
             if connection is not None:
-                return _rows(connection.execute(query, args))
+                return shape(connection.execute(query, args))
             verb = query.lstrip()[:6].upper()
             if verb == "SELECT":
-                return self._read_sqlite(query, args)
+                return self._read_sqlite(query, args, shape)
             if verb == "PRAGMA":  # e.g. wal_checkpoint: outside any transaction
                 return await self._sqlite_pragma(query)
             # A write outside a transaction gets one of its own: it must queue for the
@@ -593,7 +615,7 @@ class Database:
             async with self._sqlite_transaction(write=True):
                 connection = self._sqlite_tx.get()
                 assert connection is not None
-                return _rows(connection.execute(query, args))
+                return shape(connection.execute(query, args))
         engine = self.engine
         assert isinstance(engine, PostgresEngine)
         transaction = engine.current_transaction.get()
@@ -612,7 +634,7 @@ class Database:
             # Inside a transaction nothing was committed yet: the work may run again.
             error = ConnectionLostBeforeCommit if transaction is not None else StorageError
             raise error(f"database connection lost ({exc.__class__.__name__})") from None
-        return [dict(record) for record in records]
+        return shape_records(records)
 
     async def _sqlite_pragma(self, query: str) -> list[dict[str, Any]]:
         """A pragma outside a transaction, on the writer connection and thread (a
@@ -634,12 +656,17 @@ class Database:
             except sqlite3.OperationalError as exc:
                 raise StorageError(f"database unavailable ({exc.__class__.__name__})") from None
 
-    def _read_sqlite(self, query: str, args: Sequence[object]) -> list[dict[str, Any]]:
+    def _read_sqlite(
+        self,
+        query: str,
+        args: Sequence[object],
+        shape: Callable[[sqlite3.Cursor], list[Any]],
+    ) -> list[Any]:
         """A SELECT outside a transaction, inline on the reader (autocommit: the latest
         committed state). A WAL reader waits for no lock; OperationalError is the file
         gone, or SQLITE_BUSY past the reader's short timeout (WAL recovery)."""
         try:
-            return _rows(self._sqlite_reader().execute(query, args))
+            return shape(self._sqlite_reader().execute(query, args))
         except sqlite3.OperationalError as exc:
             raise StorageError(f"database unavailable ({exc.__class__.__name__})") from None
 

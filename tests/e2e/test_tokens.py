@@ -393,10 +393,10 @@ async def test_a_proof_dated_ahead_stays_single_use_while_it_is_accepted(
     sweeps: list[str] = []
     run = Database._run
 
-    async def spied(db: Database, sql: str, args: Any) -> Any:
+    async def spied(db: Database, sql: str, args: Any, *shapes: Any) -> Any:
         if sql.startswith("DELETE FROM replay_guard"):
             sweeps.append(sql)
-        return await run(db, sql, args)
+        return await run(db, sql, args, *shapes)
 
     monkeypatch.setattr(Database, "_run", spied)
     status, body, _ = await _status(platform, token, "DPoP", DPoP=ahead)

@@ -17,9 +17,9 @@ class Statements:
         self.sql: list[str] = []
         run = Database._run
 
-        async def spied(db: Database, sql: str, args: Sequence[object]) -> Any:
+        async def spied(db: Database, sql: str, args: Sequence[object], *shapes: Any) -> Any:
             self.sql.append(sql)
-            return await run(db, sql, args)
+            return await run(db, sql, args, *shapes)
 
         monkeypatch.setattr(Database, "_run", spied)
 
