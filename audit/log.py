@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ class SharedScope:
         #: Only the batch's own task sees the scope: a task a unit starts inherits the
         #: context variable, and must not count into a scope that may be written already.
         self.owner = asyncio.current_task()
+        self.loop = asyncio.get_running_loop()
         self.open = True
 
     def defer(self, write: Callable[[], Awaitable[None]]) -> None:
@@ -115,14 +117,24 @@ _SCOPE: contextvars.ContextVar[SharedScope | None] = contextvars.ContextVar(
     "audit_shared_scope", default=None
 )
 
+#: Python 3.11's ``asyncio.current_task`` is a Python function over this registry
+#: (``{loop: running task}``, kept by the C event-loop machinery); a unit asks for
+#: its scope ~5 times inside the write lock, so on 3.11 the check reads the registry
+#: itself (a test holds the two to the same answer). From 3.12 on
+#: ``asyncio.current_task`` is C.
+_RUNNING: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = (
+    asyncio.tasks._current_tasks if sys.version_info < (3, 12) else None  # type: ignore[attr-defined]
+)
+
 
 def shared_scope() -> SharedScope | None:
     """The scope of the group run the current unit belongs to, if any: None outside a
     run, in another task than the batch's, and once the run's writes are done."""
     scope = _SCOPE.get()
-    if scope is None or not scope.open or scope.owner is not asyncio.current_task():
+    if scope is None or not scope.open:
         return None
-    return scope
+    running = asyncio.current_task() if _RUNNING is None else _RUNNING.get(scope.loop)
+    return scope if scope.owner is running else None
 
 
 class UnitGroup(Protocol):
