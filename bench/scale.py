@@ -4,7 +4,8 @@ Usage: .venv/bin/python bench/scale.py [--quick] [--sizes 1000,10000,100000,1000
        [--seed-budget 1500] [--seed-concurrency 2] [--seed-synchronous NORMAL|FULL]
        [--probe-citizens 100] [--reads 1000] [--rounds 3] [--alternate 3] [--wrk-seconds 10]
        [--wrk-connections 8] [--bulk-records 100000] [--bulk-updates 100000]
-       [--batch-size 1000] [--bulk-concurrency 4] [--workers 2] [--skip-bulk]
+       [--batch-size 1000] [--bulk-concurrency 4] [--workers 2]
+       [--worker-affinity spread|off] [--skip-bulk]
        [--skip-growth] [--profile DIR [--profile-seconds 30]] [--keep] [--write-doc]
 
 Everything runs on SQLite with the local KEK, on temporary data dirs made by
@@ -204,6 +205,7 @@ class Vault:
             ONCEVAULT_DEK_CACHE_SECONDS=repr(args.dek_cache),
             ONCEVAULT_RATE_LIMIT_PER_MINUTE=str(args.rate_limit),
             ONCEVAULT_SQLITE_SYNCHRONOUS="FULL",
+            ONCEVAULT_WORKER_AFFINITY=args.worker_affinity,
         )
         self.nts = TestClient("nts", roles=("issuer",))
         self.kbank = TestClient("kbank", roles=("consumer",))
@@ -953,7 +955,8 @@ def report(
 ) -> list[str]:
     lines = block_head(command_line(args), machine)
     lines += [
-        f"Server: `oncevault serve --workers {args.workers}`, SQLite "
+        f"Server: `oncevault serve --workers {args.workers}`"
+        f" (`ONCEVAULT_WORKER_AFFINITY={args.worker_affinity}`), SQLite "
         "(WAL, `ONCEVAULT_SQLITE_SYNCHRONOUS=FULL`), local KEK, DEK cache "
         f"{args.dek_cache:g} s, rate limit {args.rate_limit:,}/min (on, never hit); "
         f"load generators on the same cores. Load avg at end: {loads()}.",
@@ -1170,6 +1173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--bulk-concurrency", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--worker-affinity",
+        choices=("spread", "off"),
+        default="spread",
+        help="ONCEVAULT_WORKER_AFFINITY (spread: each worker pinned to a CPU of its own)",
+    )
     parser.add_argument("--dek-cache", type=float, default=60.0)
     parser.add_argument("--rate-limit", type=int, default=10_000_000)
     parser.add_argument("--skip-bulk", action="store_true")
