@@ -13,7 +13,7 @@ bearer tokens in alternated rounds, so the DPoP cost is a like-for-like differen
 
 * **oncevault** is started and seeded exactly as bench/vs_openbao.py does it (its
   ``Oncevault`` class): ``oncevault init`` on a temporary data dir, ``serve --workers
-  2``, SQLite, local KEK, DEK cache 60 s, rate limit 10,000,000/min (on, never hit);
+  2`` (workers pinned, ``--worker-affinity``), SQLite, local KEK, DEK cache 60 s, rate limit 10,000,000/min (on, never hit);
   ``nts`` issues one ~1 KiB ``income_certificate`` per citizen, ``kbank`` gets a
   standing ``mortgage_screening`` consent from each.
 * **Tokens**: before each run ``kbank`` gets one consent-bound token per citizen. Bearer
@@ -673,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"one consent-bound token per citizen per run; {args.connections} "
                 f"connections, {args.duration} s runs (+{args.warmup} s warm-up), "
                 f"{args.rounds} alternated rounds, medians. oncevault: serve --workers "
-                f"{args.workers}, SQLite ({ours.sqlite_synchronous()}), local KEK, DEK cache "
+                f"{args.workers} (ONCEVAULT_WORKER_AFFINITY={args.worker_affinity}), SQLite ({ours.sqlite_synchronous()}), local KEK, DEK cache "
                 f"{args.dek_cache:g} s, rate limit {args.rate_limit:,}/min. DPoP: EdDSA "
                 "proofs, one key for the client, a fresh proof per request."
             )
