@@ -77,16 +77,34 @@ class SigningKeyRow:
     created_at: int
 
 
-def _dek(row: dict[str, Any]) -> DekRow:
+_DEK_NAMES = (
+    "dek_id",
+    "citizen_id",
+    "record_type",
+    "dek_version",
+    "wrapped",
+    "kek_version",
+    "generation",
+    "created_at",
+)
+
+
+def _dek(row: Mapping[str, Any]) -> DekRow:
+    return _dek_of([row[name] for name in _DEK_NAMES])
+
+
+def _dek_of(values: Sequence[Any]) -> DekRow:
+    """A DEK row from its ``_DEK_NAMES`` values, in that order."""
+    dek_id, citizen_id, record_type, dek_version, wrapped, kek_version, generation, created = values
     return DekRow(
-        dek_id=row["dek_id"],
-        citizen_id=row["citizen_id"],
-        record_type=row["record_type"],
-        dek_version=int(row["dek_version"]),
-        wrapped=row["wrapped"],
-        kek_version=int(row["kek_version"]),
-        generation=int(row["generation"]),
-        created_at=int(row["created_at"]),
+        dek_id=dek_id,
+        citizen_id=citizen_id,
+        record_type=record_type,
+        dek_version=int(dek_version),
+        wrapped=wrapped,
+        kek_version=int(kek_version),
+        generation=int(generation),
+        created_at=int(created),
     )
 
 
@@ -119,33 +137,15 @@ def _dek_values(d: DekRow, created_at: int | None = None) -> tuple[object, ...]:
 _RECORD_COLUMNS_OF_R = ", ".join("r." + c.strip() for c in _RECORD_COLUMNS.split(","))
 
 
-def _record(row: dict[str, Any]) -> RecordRow:
-    return RecordRow(
-        meta=RecordMeta(
-            record_id=row["record_id"],
-            citizen_id=row["citizen_id"],
-            record_type=row["record_type"],
-            version=int(row["version"]),
-            source=row["source"],
-            attested=bool(row["attested"]),
-            created_at=int(row["created_at"]),
-        ),
-        dek_id=row["dek_id"],
-        ciphertext=_bytes(row["ciphertext"]),
-        content_digest=_bytes(row["content_digest"]),
-    )
+_RECORD_NAMES = tuple(c.strip() for c in _RECORD_COLUMNS.split(","))
 
 
-_LATEST_WITH_DEK = (
-    f"SELECT {_RECORD_COLUMNS_OF_R}, d.dek_version, d.wrapped, d.kek_version,"
-    " d.generation, d.created_at AS dek_created_at"
-    " FROM records r JOIN deks d ON d.dek_id = r.dek_id"
-)
+def _record(row: Mapping[str, Any]) -> RecordRow:
+    return _record_of([row[name] for name in _RECORD_NAMES])
 
 
-def _sealed(values: Sequence[Any]) -> tuple[RecordRow, DekRow]:
-    """A row of ``_LATEST_WITH_DEK`` (:meth:`Database.fetch_values`, columns in order):
-    the record version and the DEK row it is sealed under."""
+def _record_of(values: Sequence[Any]) -> RecordRow:
+    """A record version from its ``_RECORD_COLUMNS`` values, in that order."""
     (
         record_id,
         citizen_id,
@@ -157,13 +157,8 @@ def _sealed(values: Sequence[Any]) -> tuple[RecordRow, DekRow]:
         source,
         attested,
         created_at,
-        dek_version,
-        wrapped,
-        kek_version,
-        generation,
-        dek_created_at,
     ) = values
-    record = RecordRow(
+    return RecordRow(
         meta=RecordMeta(
             record_id=record_id,
             citizen_id=citizen_id,
@@ -177,15 +172,32 @@ def _sealed(values: Sequence[Any]) -> tuple[RecordRow, DekRow]:
         ciphertext=_bytes(ciphertext),
         content_digest=_bytes(content_digest),
     )
-    dek = DekRow(
-        dek_id=dek_id,
-        citizen_id=citizen_id,
-        record_type=record_type,
-        dek_version=int(dek_version),
-        wrapped=wrapped,
-        kek_version=int(kek_version),
-        generation=int(generation),
-        created_at=int(dek_created_at),
+
+
+_LATEST_WITH_DEK = (
+    f"SELECT {_RECORD_COLUMNS_OF_R}, d.dek_version, d.wrapped, d.kek_version,"
+    " d.generation, d.created_at AS dek_created_at"
+    " FROM records r JOIN deks d ON d.dek_id = r.dek_id"
+)
+
+
+def _sealed(values: Sequence[Any]) -> tuple[RecordRow, DekRow]:
+    """A row of ``_LATEST_WITH_DEK`` (:meth:`Database.fetch_values`, columns in order):
+    the record version and the DEK row it is sealed under."""
+    *record_values, dek_version, wrapped, kek_version, generation, dek_created_at = values
+    record = _record_of(record_values)
+    meta = record.meta
+    dek = _dek_of(
+        (
+            record.dek_id,
+            meta.citizen_id,
+            meta.record_type,
+            dek_version,
+            wrapped,
+            kek_version,
+            generation,
+            dek_created_at,
+        )
     )
     return record, dek
 

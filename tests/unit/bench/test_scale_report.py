@@ -43,6 +43,7 @@ def verdict(
     args = argparse.Namespace(
         argv=[],
         workers=2,
+        worker_affinity="spread",
         dek_cache=60.0,
         rate_limit=10_000_000,
         seed_concurrency=2,
