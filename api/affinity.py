@@ -37,24 +37,40 @@ def supported() -> bool:
     return hasattr(os, "sched_setaffinity") and Path("/proc/self/task").is_dir()
 
 
+class PinFailed(Exception):
+    """No slot could be taken or the threads could not be pinned (the worker runs
+    unpinned; the message says why, without paths)."""
+
+
 def pin_worker(data_dir: Path) -> int | None:
     """Pin every thread of this process to the first free CPU; returns that CPU, or
     None when every CPU the process may use already has its worker. Idempotent: a
-    process that holds a slot keeps it."""
+    process that holds a slot keeps it.
+
+    Raises PinFailed when a slot file cannot be opened or locked (a missing or
+    read-only data directory) or the kernel refuses the pin; the caller logs it and
+    serves unpinned rather than failing every worker's start."""
     held = _HELD.get("slot")
     if held is not None:
         return held[0]
     for cpu in sorted(os.sched_getaffinity(0)):
-        fd = os.open(data_dir / f"worker-cpu-{cpu}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(data_dir / f"worker-cpu-{cpu}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise PinFailed(f"slot file not writable ({exc.__class__.__name__})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             continue
-        except BaseException:
+        except OSError as exc:
             os.close(fd)
-            raise
-        _pin_threads(cpu)
+            raise PinFailed(f"slot not lockable ({exc.__class__.__name__})") from None
+        try:
+            _pin_threads(cpu)
+        except OSError as exc:
+            os.close(fd)  # the slot is free again
+            raise PinFailed(f"CPU {cpu} refused ({exc.__class__.__name__})") from None
         _HELD["slot"] = (cpu, fd)
         return cpu
     return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import structlog
 from litestar import Litestar
 
-from api.affinity import pin_worker
+from api.affinity import PinFailed, pin_worker
 from api.app import create_app
 from api.logging import configure_logging
 from api.settings import load_settings
@@ -19,10 +19,14 @@ def app_factory() -> Litestar:
     configure_logging()
     settings = load_settings()
     if settings.worker_affinity == "spread":
-        cpu = pin_worker(settings.data_dir)
         log = structlog.get_logger("api.worker")
-        if cpu is None:
-            log.warning("worker.unpinned", reason="every CPU has its worker")
+        try:
+            cpu = pin_worker(settings.data_dir)
+        except PinFailed as exc:
+            log.warning("worker.unpinned", reason=str(exc))
         else:
-            log.info("worker.pinned", cpu=cpu)
+            if cpu is None:
+                log.warning("worker.unpinned", reason="every CPU has its worker")
+            else:
+                log.info("worker.pinned", cpu=cpu)
     return create_app(settings)

@@ -98,7 +98,6 @@ class SharedScope:
         #: Only the batch's own task sees the scope: a task a unit starts inherits the
         #: context variable, and must not count into a scope that may be written already.
         self.owner = asyncio.current_task()
-        self.loop = asyncio.get_running_loop()
         self.open = True
 
     def defer(self, write: Callable[[], Awaitable[None]]) -> None:
@@ -133,7 +132,11 @@ def shared_scope() -> SharedScope | None:
     scope = _SCOPE.get()
     if scope is None or not scope.open:
         return None
-    running = asyncio.current_task() if _RUNNING is None else _RUNNING.get(scope.loop)
+    # What asyncio.current_task() does on 3.11, without its Python frame: the running
+    # loop of the calling thread (raises outside one, as current_task does).
+    running = (
+        asyncio.current_task() if _RUNNING is None else _RUNNING.get(asyncio.get_running_loop())
+    )
     return scope if scope.owner is running else None
 
 

@@ -128,10 +128,10 @@ def install() -> None:
     if os.environ.get("VS_OPENBAO_PROBE_SQL"):  # one line per statement text
         original_run = vault.storage.Database._run
 
-        async def run_sql(self: Any, sql: str, args: Any) -> Any:
+        async def run_sql(self: Any, sql: str, args: Any, *shapes: Any) -> Any:
             start = time.perf_counter()
             try:
-                return await original_run(self, sql, args)
+                return await original_run(self, sql, args, *shapes)
             finally:
                 _add("sql: " + " ".join(sql.split())[:60], time.perf_counter() - start)
 

@@ -71,7 +71,8 @@ def worker(data_dir: Path) -> Iterator[dict[str, object]]:
 
 def test_each_worker_takes_a_cpu_of_its_own_with_every_thread(tmp_path: Path) -> None:
     with worker(tmp_path) as first, worker(tmp_path) as second:
-        for report in (first, second):
+        pinned = [first, second] if len(CPUS) >= 2 else [first]
+        for report in pinned:
             cpu = report["cpu"]
             assert cpu in CPUS
             assert report["again"] == cpu  # a second call keeps the slot
@@ -81,8 +82,11 @@ def test_each_worker_takes_a_cpu_of_its_own_with_every_thread(tmp_path: Path) ->
             assert all(mask == [cpu] for mask in masks.values()), masks
         if len(CPUS) >= 2:
             assert first["cpu"] != second["cpu"]
-        else:
-            assert second["cpu"] is None  # no CPU left: unpinned
+        else:  # one CPU: the second worker finds no slot and stays unpinned
+            assert second["cpu"] is None
+            masks = second["masks"]
+            assert isinstance(masks, dict)
+            assert all(mask == CPUS for mask in masks.values())
 
 
 def test_more_workers_than_cpus_leaves_the_rest_unpinned(tmp_path: Path) -> None:
@@ -111,6 +115,26 @@ def _workers(data_dir: Path, count: int) -> Iterator[list[dict[str, object]]]:
         return
     with worker(data_dir) as report, _workers(data_dir, count - 1) as rest:
         yield [report, *rest]
+
+
+def test_a_data_dir_without_slots_refuses_before_pinning(tmp_path: Path) -> None:
+    before = os.sched_getaffinity(0)
+    with pytest.raises(affinity.PinFailed, match=r"^slot file not writable \(FileNotFoundError\)$"):
+        affinity.pin_worker(tmp_path / "missing")
+    assert "slot" not in affinity._HELD
+    assert os.sched_getaffinity(0) == before  # this process was not touched
+
+
+def test_a_refused_pin_frees_its_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(cpu: int) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(affinity, "_pin_threads", refuse)
+    with pytest.raises(affinity.PinFailed, match=r"^CPU \d+ refused \(OSError\)$"):
+        affinity.pin_worker(tmp_path)
+    assert "slot" not in affinity._HELD
+    with worker(tmp_path) as report:  # the first CPU's slot is free again
+        assert report["cpu"] == CPUS[0]
 
 
 def test_the_setting(tmp_path: Path) -> None:

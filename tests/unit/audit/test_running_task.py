@@ -30,6 +30,15 @@ async def checks() -> None:
 
     seen, current = await asyncio.create_task(child())
     assert seen is current is not None and seen is not asyncio.current_task()
+    # A thread that inherited the context has no running loop: shared_scope raises,
+    # as asyncio.current_task() does there, instead of reading the loop's task.
+    token = log._SCOPE.set(log.SharedScope())
+    try:
+        assert log.shared_scope() is not None
+        with pytest.raises(RuntimeError, match="no running event loop"):
+            await asyncio.to_thread(log.shared_scope)
+    finally:
+        log._SCOPE.reset(token)
     in_callback: list[object] = []
     loop.call_soon(lambda: in_callback.append(registry_task(loop)))
     await asyncio.sleep(0)
