@@ -609,7 +609,7 @@ class Database:
             if verb == "SELECT":
                 return self._read_sqlite(query, args, shape)
             if verb == "PRAGMA":  # e.g. wal_checkpoint: outside any transaction
-                return await self._sqlite_pragma(query)
+                return await self._sqlite_pragma(query, shape)
             # A write outside a transaction gets one of its own: it must queue for the
             # write lock off the loop, never in SQLite's busy handler on it.
             async with self._sqlite_transaction(write=True):
@@ -636,7 +636,9 @@ class Database:
             raise error(f"database connection lost ({exc.__class__.__name__})") from None
         return shape_records(records)
 
-    async def _sqlite_pragma(self, query: str) -> list[dict[str, Any]]:
+    async def _sqlite_pragma(
+        self, query: str, shape: Callable[[sqlite3.Cursor], list[Any]]
+    ) -> list[Any]:
         """A pragma outside a transaction, on the writer connection and thread (a
         checkpoint waits for readers and writes the database file)."""
         async with self._writer_lock:
@@ -644,10 +646,10 @@ class Database:
                 self._writer = self._connect(cache_kib=SQLITE_WRITER_CACHE_KIB)
             connection, lock_fd = self._writer, self._lock_file()
 
-            def run() -> list[dict[str, Any]]:
+            def run() -> list[Any]:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
                 try:
-                    return _rows(connection.execute(query))
+                    return shape(connection.execute(query))
                 finally:
                     fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
