@@ -41,6 +41,7 @@ from vault.models import (
     StoredVersion,
     Subject,
     new_id,
+    new_ordered_id,
 )
 from vault.repository import DekRow, RecordHead, RecordRow, VaultRepository, WrappedRow
 from vault.storage import Database
@@ -227,7 +228,7 @@ def _seal_version(
     data: Mapping[str, Any],
     attestation: Any,
 ) -> _Sealed:
-    record_id = new_id("rec")
+    record_id = new_ordered_id("rec")
     ciphertext = crypto.seal(
         dek,
         _sealed_payload(data, attestation),
@@ -467,7 +468,7 @@ class VaultService:
         return [
             (
                 DekRow(
-                    dek_id=new_id("dek"),
+                    dek_id=new_ordered_id("dek"),
                     citizen_id=c,
                     record_type=t,
                     dek_version=DEK_VERSION,

@@ -173,6 +173,33 @@ async def test_pragmas_outside_a_transaction_run_on_the_writer(db: Database) -> 
     }
 
 
+async def test_the_writer_checkpoints_the_wal_every_20000_pages(
+    db: Database, tmp_path: Path
+) -> None:
+    """The writer's auto-checkpoint threshold is raised (one copy of a page for many
+    commits); readers keep SQLite's default, and an explicit checkpoint still empties
+    the WAL into the file."""
+    async with db.transaction():
+        assert await db.fetchrow("PRAGMA wal_autocheckpoint") == {
+            "wal_autocheckpoint": storage.SQLITE_WAL_AUTOCHECKPOINT_PAGES
+        }
+    assert storage.SQLITE_WAL_AUTOCHECKPOINT_PAGES == 20_000
+    assert db._sqlite_reader().execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+    file, wal = tmp_path / "x.sqlite", tmp_path / "x.sqlite-wal"
+    for _ in range(3):  # ~3,000 pages in three commits: past SQLite's default threshold
+        async with db.transaction():
+            await db.execute("CREATE TABLE IF NOT EXISTS big (b BLOB)")
+            await db.executemany(
+                "INSERT INTO big (b) VALUES ($1)", [(bytes(4000),) for _ in range(1000)]
+            )
+    assert file.stat().st_size < 1 << 20  # nothing checkpointed yet
+    assert wal.stat().st_size > 11 << 20
+    rows = await db.fetch("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert rows and rows[0]["busy"] == 0
+    assert file.stat().st_size > 11 << 20
+    assert wal.stat().st_size == 0
+
+
 async def test_a_deleted_file_is_a_storage_error_not_a_new_database(tmp_path: Path) -> None:
     database = Database(dialect="sqlite", sqlite_path=tmp_path / "missing.sqlite")
     with pytest.raises(StorageError, match="does not exist"):

@@ -6,8 +6,10 @@ concurrent writer are left to the caller, with nothing stored for them."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
+import time
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ ISSUER = Actor("client", "nts", "req_batch")
 TYPES = ("income_certificate", "real_estate_title")
 CONTENTS = ({"year": 2024}, {"year": 2025}, {"year": 2025, "note": "가"})
 _salts = itertools.count(1)
+SORTED_BASE32 = "234567abcdefghijklmnopqrstuvwxyz"
 
 #: (subject, type, content) indexes: few of each, so repeats and duplicates are common.
 OPS = st.lists(
@@ -153,6 +156,29 @@ async def test_a_batch_is_one_unit_with_one_entry_per_record(
     ]
     stored = await database.fetch("SELECT superseded_at FROM records ORDER BY version")
     assert sum(1 for r in stored if r["superseded_at"] is None) == 4
+
+
+async def test_versions_and_deks_get_time_ordered_ids_and_citizens_random_ones(
+    vault: VaultService, database: Database
+) -> None:
+    """Record and DEK ids start with the millisecond they were made (sorted base32), so
+    a batch appends at the right edge of their unique indexes; citizen ids do not."""
+    before = time.time_ns() // 1_000_000
+    results = await vault.put_many(
+        [request(0, (i, "income_certificate", 0)) for i in range(3)], actor=ISSUER, client_id="nts"
+    )
+    after = time.time_ns() // 1_000_000
+    assert all(isinstance(r, PutResult) for r in results)
+    records = await database.fetch("SELECT record_id, dek_id, citizen_id FROM records")
+    assert len(records) == 3
+    for row in records:
+        for column in ("record_id", "dek_id"):
+            head = row[column].split("_", 1)[1][:10]
+            ms = functools.reduce(lambda n, c: n * 32 + SORTED_BASE32.index(c), head, 0)
+            assert before <= ms <= after, (column, row[column])
+    citizens = [row["citizen_id"] for row in records]
+    # Three random citizen ids share a 10-character head with odds of 2^-100.
+    assert len({c.split("_", 1)[1][:10] for c in citizens}) == 3
 
 
 async def test_a_citizen_created_meanwhile_is_left_to_the_caller(

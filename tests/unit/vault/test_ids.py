@@ -1,13 +1,19 @@
-"""Ids: ``prefix_`` + 26 lowercase base32 characters, 130 random bits."""
+"""Ids: ``prefix_`` + 26 lowercase base32 characters: 130 random bits, or (record
+versions, DEKs) the millisecond then 80 random bits."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from api.middleware import new_request_id
 from audit.models import is_token
-from vault.models import new_id, random_base32
+from vault.models import new_id, new_ordered_id, random_base32
 
 ID = re.compile(r"[a-z]+_[a-z2-7]{26}")
 
@@ -34,3 +40,61 @@ def test_every_character_is_uniform_over_the_alphabet() -> None:
 
 def test_ids_do_not_repeat() -> None:
     assert len({new_id("rec") for _ in range(50_000)}) == 50_000
+
+
+# -- time-ordered ids (record versions, DEKs) ------------------------------------------
+
+SORTED = "234567abcdefghijklmnopqrstuvwxyz"
+
+
+def _ms_of(value: str) -> int:
+    """The reference decoding of an ordered id's time: its first 10 characters as a
+    base-32 number over the alphabet in byte order."""
+    ms = 0
+    for char in value.split("_", 1)[1][:10]:
+        ms = ms * 32 + SORTED.index(char)
+    return ms
+
+
+def test_ordered_ids_have_the_id_shape_and_carry_the_millisecond() -> None:
+    before = time.time_ns() // 1_000_000
+    value = new_ordered_id("rec")
+    after = time.time_ns() // 1_000_000
+    assert ID.fullmatch(value), value
+    assert len(value) == len("rec_") + 26
+    assert is_token(value)
+    assert before <= _ms_of(value) <= after
+    assert _ms_of(new_ordered_id("dek", 0)) == 0
+    assert new_ordered_id("dek", 0).startswith("dek_2222222222")
+    assert _ms_of(new_ordered_id("dek", (1 << 50) - 1)) == (1 << 50) - 1
+
+
+@given(
+    st.integers(min_value=0, max_value=(1 << 50) - 1),
+    st.integers(min_value=0, max_value=(1 << 50) - 1),
+)
+def test_ordered_ids_sort_as_their_times(a: int, b: int) -> None:
+    """Byte order of the ids (SQLite's TEXT order, PostgreSQL's with COLLATE "C") is
+    time order; equal milliseconds order by the random part."""
+    first, second = new_ordered_id("rec", a), new_ordered_id("rec", b)
+    assert _ms_of(first) == a and _ms_of(second) == b
+    if a < b:
+        assert first.encode() < second.encode()
+    elif a > b:
+        assert first.encode() > second.encode()
+
+
+def test_ordered_ids_outside_50_bits_of_milliseconds_are_refused() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        new_ordered_id("rec", -1)
+    with pytest.raises(ValueError, match="out of range"):
+        new_ordered_id("rec", 1 << 50)
+
+
+def test_ordered_ids_keep_80_random_bits_within_a_millisecond() -> None:
+    values = [new_ordered_id("rec", 1_800_000_000_000) for _ in range(20_000)]
+    assert len(set(values)) == 20_000
+    assert len({value[:14] for value in values}) == 1  # one millisecond, one head
+    counts = Counter("".join(value[14:] for value in values))  # 320,000 characters
+    assert set(counts) == set(SORTED)
+    assert all(abs(n - 10_000) < 500 for n in counts.values()), counts
