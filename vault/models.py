@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -46,29 +45,28 @@ _TIME_CHARS = 10  # 50 bits: milliseconds since 1970 until the year 37,648
 _ORDERED_RANDOM_CHARS = 16  # 80 random bits
 
 
-def new_ordered_id(prefix: str, now_ms: int | None = None) -> str:
+def new_ordered_id(prefix: str, now_ms: int) -> str:
     """``prefix`` + ``_`` + 26 lowercase base32 characters, as :func:`new_id`, whose
-    first 10 spell the wall clock's millisecond (in the alphabet's byte order, so ids
-    sort by time) and whose last 16 are random (80 bits).
+    first 10 spell ``now_ms`` (milliseconds since 1970, in the alphabet's byte order,
+    so ids sort by time) and whose last 16 are random (80 bits).
 
-    For the ids of rows the vault only ever appends (record versions, DEKs): each is a
-    key of a unique index, and a random key puts every insert on a random page of it
-    (a bulk batch of 1,000 records dirtied ~600 pages of each such index at 10^5
-    records); a time-ordered key appends at the index's right edge. Such an id tells
-    whoever holds it when its row was made, which the row says anyway (a version's
-    ``updated_at``; DEK ids never leave the vault). Citizen ids stay fully random:
-    they are pseudonyms many parties see, and when a citizen's first record came is
-    not theirs to learn.
+    For DEK ids: each is the key of a unique index, and a random key puts every insert
+    on a random page of it (a bulk batch of 1,000 new citizens dirtied ~600 pages of
+    each such index at 10^5 records); a time-ordered key appends at the index's right
+    edge. A DEK id never leaves the vault, and its row holds the same time
+    (``created_at``). Record ids stay random: an issuer re-sending unchanged content
+    gets the latest version's id, which may be another writer's (or the citizen's own,
+    for a self-asserted type), and when that version was made is not the issuer's to
+    learn. Citizen ids stay random too: they are pseudonyms many parties see.
     """
-    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    head = _time_head(ms)
+    head = _time_head(now_ms)
     return f"{prefix}_{head}{random_base32(_ORDERED_RANDOM_CHARS)}"
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=4, typed=True)
 def _time_head(ms: int) -> str:
     """``ms`` in 10 sorted-base32 characters (a bulk batch makes its ids in a few ms)."""
-    if not 0 <= ms < 1 << (5 * _TIME_CHARS):
+    if type(ms) is not int or not 0 <= ms < 1 << (5 * _TIME_CHARS):
         raise ValueError("time out of range")
     return "".join(
         _SORTED_BASE32[(ms >> shift) & 31] for shift in range(5 * (_TIME_CHARS - 1), -1, -5)

@@ -59,6 +59,9 @@ ROTATION_PAGE = 500
 ERASURE_ACTIONS = ("record.erased", "erasure.reapplied")
 #: How often each server process looks for erasures made by another one (seconds).
 ERASURE_WATCH_SECONDS = 1.0
+#: Checkpoints an erasure runs to empty and truncate SQLite's WAL while a reader keeps
+#: it busy (each waits up to the writer's busy timeout).
+WAL_TRUNCATE_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ def _seal_version(
     data: Mapping[str, Any],
     attestation: Any,
 ) -> _Sealed:
-    record_id = new_ordered_id("rec")
+    record_id = new_id("rec")
     ciphertext = crypto.seal(
         dek,
         _sealed_payload(data, attestation),
@@ -459,6 +462,7 @@ class VaultService:
         if not pairs:
             return []
         fresh = [crypto.random_key() for _ in pairs]
+        made_at = self.clock.now_ms()
         wrapped = await self.keys.wrap(
             [
                 WrapRequest(c, dek, crypto.wrap_aad(c, t, DEK_VERSION))
@@ -468,7 +472,7 @@ class VaultService:
         return [
             (
                 DekRow(
-                    dek_id=new_ordered_id("dek"),
+                    dek_id=new_ordered_id("dek", made_at),
                     citizen_id=c,
                     record_type=t,
                     dek_version=DEK_VERSION,
@@ -956,8 +960,19 @@ class VaultService:
                 or [self._entry(actor, action, citizen_id, None, None, None)]
             )
         if self.db.dialect == "sqlite":
-            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._truncate_wal()
         return dek_ids
+
+    async def _truncate_wal(self) -> None:
+        """Copy the WAL into the file and truncate it, so no frame of a shredded row
+        stays in it. A reader holding an older snapshot past the writer's busy timeout
+        leaves the checkpoint busy (SQLite answers, it does not raise): try once more,
+        then say so (the erasure itself has committed; the next erasure truncates)."""
+        for _ in range(WAL_TRUNCATE_ATTEMPTS):
+            rows = await self.db.fetch("PRAGMA wal_checkpoint(TRUNCATE)")
+            if rows and rows[0].get("busy") == 0:
+                return
+        log.warning("erasure.wal_not_truncated", attempts=WAL_TRUNCATE_ATTEMPTS)
 
     async def reapply_erasures(self) -> int:
         """Shred again what the ledger (or the audit log) says was erased; count them."""

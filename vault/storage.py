@@ -77,14 +77,16 @@ SQLITE_READER_TIMEOUT = 0.5
 #: ~15 MB further under 200 MB of RSS. The reader keeps the default: point reads
 #: stayed flat from 10^3 to 10^6 citizens without it.
 SQLITE_WRITER_CACHE_KIB = 16 * 1024
-#: The writer's WAL auto-checkpoint threshold, in pages (SQLite's default is 1,000:
-#: 4 MiB). A checkpoint writes each page of the WAL once, its latest frame, however
-#: many commits wrote it: with 20,000 (80 MiB) a bulk load's index pages, dirtied
-#: again by every batch, reach the database file once every few batches instead of
-#: after each (bench/bulk_batch.py at 10^5 records: 49 -> 38 KiB written a record).
-#: The cost: a WAL file of up to ~100 MB, and the commit that crosses the threshold
-#: runs the larger checkpoint. Erasure still truncates the WAL (``wal_checkpoint
-#: (TRUNCATE)``), so no shredded key outlives it there.
+#: The writer's WAL auto-checkpoint threshold with ``synchronous=FULL``, in pages
+#: (SQLite's default is 1,000: 4 MiB). A checkpoint writes each page of the WAL once,
+#: its latest frame, however many commits wrote it: with 20,000 (80 MiB) a bulk load's
+#: index pages, dirtied again by every batch, reach the database file once every few
+#: batches instead of after each (in-process at 10^5 records: 49 -> 38 KiB written a
+#: record). The cost: a WAL file of up to ~100 MB, and the commit that crosses the
+#: threshold runs the larger checkpoint. With ``synchronous=NORMAL`` the WAL is fsynced
+#: only at checkpoints, so a power loss takes what came since the last one: there the
+#: writer keeps SQLite's 1,000. Erasure truncates the WAL either way
+#: (``wal_checkpoint(TRUNCATE)``, ``VaultService._apply_erasure``).
 SQLITE_WAL_AUTOCHECKPOINT_PAGES = 20_000
 #: An orderly stop waits this long for the PostgreSQL pool's connections to be
 #: released and closed, then terminates the rest (seconds): granian kills a worker
@@ -315,7 +317,7 @@ class Database:
             connection.execute("PRAGMA secure_delete = ON")
             if cache_kib is not None:
                 connection.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
-            if writer:
+            if writer and self.sqlite_synchronous == "FULL":
                 connection.execute(
                     f"PRAGMA wal_autocheckpoint = {int(SQLITE_WAL_AUTOCHECKPOINT_PAGES)}"
                 )

@@ -176,15 +176,14 @@ async def test_pragmas_outside_a_transaction_run_on_the_writer(db: Database) -> 
 async def test_the_writer_checkpoints_the_wal_every_20000_pages(
     db: Database, tmp_path: Path
 ) -> None:
-    """The writer's auto-checkpoint threshold is raised (one copy of a page for many
-    commits); readers keep SQLite's default, and an explicit checkpoint still empties
-    the WAL into the file."""
+    """With synchronous=FULL the writer's auto-checkpoint threshold is raised (one copy
+    of a page for many commits), and an explicit checkpoint still empties the WAL into
+    the file."""
     async with db.transaction():
         assert await db.fetchrow("PRAGMA wal_autocheckpoint") == {
             "wal_autocheckpoint": storage.SQLITE_WAL_AUTOCHECKPOINT_PAGES
         }
     assert storage.SQLITE_WAL_AUTOCHECKPOINT_PAGES == 20_000
-    assert db._sqlite_reader().execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
     file, wal = tmp_path / "x.sqlite", tmp_path / "x.sqlite-wal"
     for _ in range(3):  # ~3,000 pages in three commits: past SQLite's default threshold
         async with db.transaction():
@@ -198,6 +197,25 @@ async def test_the_writer_checkpoints_the_wal_every_20000_pages(
     assert rows and rows[0]["busy"] == 0
     assert file.stat().st_size > 11 << 20
     assert wal.stat().st_size == 0
+
+
+async def test_with_synchronous_normal_the_writer_keeps_sqlites_threshold(
+    tmp_path: Path,
+) -> None:
+    """NORMAL fsyncs the WAL only at checkpoints: a larger threshold would widen what a
+    power loss can take, so the writer keeps 1,000 pages there."""
+    database = Database(
+        dialect="sqlite", sqlite_path=tmp_path / "n.sqlite", sqlite_synchronous="NORMAL"
+    )
+    await database.start(create=True)
+    try:
+        async with database.transaction():
+            assert await database.fetchrow("PRAGMA wal_autocheckpoint") == {
+                "wal_autocheckpoint": 1000
+            }
+            assert await database.fetchrow("PRAGMA synchronous") == {"synchronous": 1}
+    finally:
+        await database.close()
 
 
 async def test_a_deleted_file_is_a_storage_error_not_a_new_database(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from api.runtime import Runtime
 from tests.helpers.runtime import local_settings, open_runtime
@@ -98,6 +100,43 @@ async def test_erasure_shreds_everything_and_nothing_decrypts(
         "sale_contract",
     ]
     assert {e["citizen_id"] for e in erased} == {citizen}
+
+
+@pytest.mark.parametrize("busy_answers", [1, 2])
+async def test_an_erasure_checkpoints_again_while_a_reader_keeps_the_wal_busy(
+    vault: VaultService, database: Database, monkeypatch: pytest.MonkeyPatch, busy_answers: int
+) -> None:
+    """The WAL truncation after an erasure is retried once when SQLite answers busy,
+    and a second busy answer is logged (no citizen id in it); the erasure stands."""
+    if database.dialect != "sqlite":
+        pytest.skip("the WAL is SQLite's")
+    citizen = await _seed(vault)
+    calls: list[str] = []
+    real_fetch = database.fetch
+
+    async def fetch(sql: str, *args: object) -> list[dict[str, Any]]:
+        if sql.startswith("PRAGMA wal_checkpoint"):
+            calls.append(sql)
+            rows = await real_fetch(sql, *args)
+            if len(calls) <= busy_answers:
+                return [{**rows[0], "busy": 1}]
+            return rows
+        return await real_fetch(sql, *args)
+
+    monkeypatch.setattr(database, "fetch", fetch)
+    with structlog.testing.capture_logs() as logs:
+        result = await vault.erase(citizen_id=citizen, types=None, actor=CITIZEN)
+    assert result.index_removed
+    assert calls == ["PRAGMA wal_checkpoint(TRUNCATE)"] * 2
+    warnings = [e for e in logs if e["event"] == "erasure.wal_not_truncated"]
+    if busy_answers == 1:
+        assert warnings == []
+    else:
+        assert warnings == [
+            {"event": "erasure.wal_not_truncated", "log_level": "warning", "attempts": 2}
+        ]
+        assert citizen not in repr(logs)
+    assert await _rows(database, "records", citizen) == []
 
 
 async def test_partial_erasure_keeps_retained_types(

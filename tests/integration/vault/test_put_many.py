@@ -9,7 +9,6 @@ import asyncio
 import functools
 import itertools
 import json
-import time
 from typing import Any
 
 import pytest
@@ -158,27 +157,35 @@ async def test_a_batch_is_one_unit_with_one_entry_per_record(
     assert sum(1 for r in stored if r["superseded_at"] is None) == 4
 
 
-async def test_versions_and_deks_get_time_ordered_ids_and_citizens_random_ones(
+async def test_deks_get_time_ordered_ids_and_records_and_citizens_random_ones(
     vault: VaultService, database: Database
 ) -> None:
-    """Record and DEK ids start with the millisecond they were made (sorted base32), so
-    a batch appends at the right edge of their unique indexes; citizen ids do not."""
-    before = time.time_ns() // 1_000_000
+    """DEK ids start with the millisecond of the vault's clock (sorted base32), so a
+    batch appends at the right edge of their unique index; record ids (an issuer may
+    get another writer's) and citizen ids do not carry a time."""
+    clock = vault.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(ms=123_456)  # a time no random head is likely to spell
+    now = clock.now_ms()
     results = await vault.put_many(
         [request(0, (i, "income_certificate", 0)) for i in range(3)], actor=ISSUER, client_id="nts"
     )
-    after = time.time_ns() // 1_000_000
     assert all(isinstance(r, PutResult) for r in results)
     records = await database.fetch("SELECT record_id, dek_id, citizen_id FROM records")
     assert len(records) == 3
-    for row in records:
-        for column in ("record_id", "dek_id"):
-            head = row[column].split("_", 1)[1][:10]
-            ms = functools.reduce(lambda n, c: n * 32 + SORTED_BASE32.index(c), head, 0)
-            assert before <= ms <= after, (column, row[column])
-    citizens = [row["citizen_id"] for row in records]
-    # Three random citizen ids share a 10-character head with odds of 2^-100.
-    assert len({c.split("_", 1)[1][:10] for c in citizens}) == 3
+
+    def head(value: str) -> str:
+        return value.split("_", 1)[1][:10]
+
+    def ms_of(value: str) -> int:
+        return functools.reduce(lambda n, c: n * 32 + SORTED_BASE32.index(c), head(value), 0)
+
+    assert [ms_of(row["dek_id"]) for row in records] == [now] * 3
+    # Three random heads match the clock's time, or one another, with odds of ~2^-48.
+    for column in ("record_id", "citizen_id"):
+        values = [row[column] for row in records]
+        assert all(ms_of(v) != now for v in values), column
+        assert len({head(v) for v in values}) == 3, column
 
 
 async def test_a_citizen_created_meanwhile_is_left_to_the_caller(

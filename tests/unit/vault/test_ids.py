@@ -1,5 +1,5 @@
-"""Ids: ``prefix_`` + 26 lowercase base32 characters: 130 random bits, or (record
-versions, DEKs) the millisecond then 80 random bits."""
+"""Ids: ``prefix_`` + 26 lowercase base32 characters: 130 random bits, or (DEKs) the
+millisecond then 80 random bits."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ ID = re.compile(r"[a-z]+_[a-z2-7]{26}")
 
 def test_ids_have_the_documented_shape_and_are_valid_in_audit_entries() -> None:
     for prefix in ("cit", "dek", "rec", "cns", "sug"):
-        value = new_id(prefix)
-        assert ID.fullmatch(value), value
-        assert value.startswith(prefix + "_") and len(value) == len(prefix) + 27
-        assert is_token(value)
+        for value in (new_id(prefix), new_ordered_id(prefix, time.time_ns() // 1_000_000)):
+            assert ID.fullmatch(value), value
+            assert value.startswith(prefix + "_") and len(value) == len(prefix) + 27
+            assert is_token(value)
     assert ID.fullmatch(new_request_id())
     assert new_request_id().startswith("req_")
 
@@ -42,7 +42,7 @@ def test_ids_do_not_repeat() -> None:
     assert len({new_id("rec") for _ in range(50_000)}) == 50_000
 
 
-# -- time-ordered ids (record versions, DEKs) ------------------------------------------
+# -- time-ordered ids (DEKs) ------------------------------------------
 
 SORTED = "234567abcdefghijklmnopqrstuvwxyz"
 
@@ -57,13 +57,12 @@ def _ms_of(value: str) -> int:
 
 
 def test_ordered_ids_have_the_id_shape_and_carry_the_millisecond() -> None:
-    before = time.time_ns() // 1_000_000
-    value = new_ordered_id("rec")
-    after = time.time_ns() // 1_000_000
+    now = time.time_ns() // 1_000_000
+    value = new_ordered_id("dek", now)
     assert ID.fullmatch(value), value
-    assert len(value) == len("rec_") + 26
+    assert len(value) == len("dek_") + 26
     assert is_token(value)
-    assert before <= _ms_of(value) <= after
+    assert _ms_of(value) == now
     assert _ms_of(new_ordered_id("dek", 0)) == 0
     assert new_ordered_id("dek", 0).startswith("dek_2222222222")
     assert _ms_of(new_ordered_id("dek", (1 << 50) - 1)) == (1 << 50) - 1
@@ -85,10 +84,10 @@ def test_ordered_ids_sort_as_their_times(a: int, b: int) -> None:
 
 
 def test_ordered_ids_outside_50_bits_of_milliseconds_are_refused() -> None:
-    with pytest.raises(ValueError, match="out of range"):
-        new_ordered_id("rec", -1)
-    with pytest.raises(ValueError, match="out of range"):
-        new_ordered_id("rec", 1 << 50)
+    for bad in (-1, 1 << 50, 1.0, True, "1"):
+        with pytest.raises(ValueError, match="out of range"):
+            new_ordered_id("dek", bad)  # type: ignore[arg-type]
+    assert _ms_of(new_ordered_id("dek", 1)) == 1  # a refused 1.0 is not cached as 1
 
 
 def test_ordered_ids_keep_80_random_bits_within_a_millisecond() -> None:
