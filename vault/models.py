@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import secrets
 from collections.abc import Mapping
@@ -59,18 +58,12 @@ def new_ordered_id(prefix: str, now_ms: int) -> str:
     for a self-asserted type), and when that version was made is not the issuer's to
     learn. Citizen ids stay random too: they are pseudonyms many parties see.
     """
-    head = _time_head(now_ms)
-    return f"{prefix}_{head}{random_base32(_ORDERED_RANDOM_CHARS)}"
-
-
-@functools.lru_cache(maxsize=4, typed=True)
-def _time_head(ms: int) -> str:
-    """``ms`` in 10 sorted-base32 characters (a bulk batch makes its ids in a few ms)."""
-    if type(ms) is not int or not 0 <= ms < 1 << (5 * _TIME_CHARS):
+    if type(now_ms) is not int or not 0 <= now_ms < 1 << (5 * _TIME_CHARS):
         raise ValueError("time out of range")
-    return "".join(
-        _SORTED_BASE32[(ms >> shift) & 31] for shift in range(5 * (_TIME_CHARS - 1), -1, -5)
+    head = "".join(
+        _SORTED_BASE32[(now_ms >> shift) & 31] for shift in range(5 * (_TIME_CHARS - 1), -1, -5)
     )
+    return f"{prefix}_{head}{random_base32(_ORDERED_RANDOM_CHARS)}"
 
 
 @dataclass(frozen=True)

@@ -959,20 +959,11 @@ class VaultService:
                 [self._entry(actor, action, citizen_id, t, None, None) for t in types]
                 or [self._entry(actor, action, citizen_id, None, None, None)]
             )
-        if self.db.dialect == "sqlite":
-            await self._truncate_wal()
+        # No frame of a shredded row stays in SQLite's WAL. The erasure has committed
+        # either way; a WAL a reader kept busy is said, and the next erasure truncates.
+        if not await self.db.truncate_wal(WAL_TRUNCATE_ATTEMPTS):
+            log.warning("erasure.wal_not_truncated", attempts=WAL_TRUNCATE_ATTEMPTS)
         return dek_ids
-
-    async def _truncate_wal(self) -> None:
-        """Copy the WAL into the file and truncate it, so no frame of a shredded row
-        stays in it. A reader holding an older snapshot past the writer's busy timeout
-        leaves the checkpoint busy (SQLite answers, it does not raise): try once more,
-        then say so (the erasure itself has committed; the next erasure truncates)."""
-        for _ in range(WAL_TRUNCATE_ATTEMPTS):
-            rows = await self.db.fetch("PRAGMA wal_checkpoint(TRUNCATE)")
-            if rows and rows[0].get("busy") == 0:
-                return
-        log.warning("erasure.wal_not_truncated", attempts=WAL_TRUNCATE_ATTEMPTS)
 
     async def reapply_erasures(self) -> int:
         """Shred again what the ledger (or the audit log) says was erased; count them."""

@@ -81,12 +81,12 @@ SQLITE_WRITER_CACHE_KIB = 16 * 1024
 #: (SQLite's default is 1,000: 4 MiB). A checkpoint writes each page of the WAL once,
 #: its latest frame, however many commits wrote it: with 20,000 (80 MiB) a bulk load's
 #: index pages, dirtied again by every batch, reach the database file once every few
-#: batches instead of after each (in-process at 10^5 records: 49 -> 38 KiB written a
-#: record). The cost: a WAL file of up to ~100 MB, and the commit that crosses the
-#: threshold runs the larger checkpoint. With ``synchronous=NORMAL`` the WAL is fsynced
-#: only at checkpoints, so a power loss takes what came since the last one: there the
-#: writer keeps SQLite's 1,000. Erasure truncates the WAL either way
-#: (``wal_checkpoint(TRUNCATE)``, ``VaultService._apply_erasure``).
+#: batches instead of after each (in-process at 10^5 records, record and DEK ids both
+#: time-ordered then: 49 -> 38 KiB written a record). The cost: a WAL file of up to
+#: ~100 MB, and the commit that crosses the threshold runs the larger checkpoint. With
+#: ``synchronous=NORMAL`` the WAL is fsynced only at checkpoints, so a power loss takes
+#: what came since the last one: there the writer keeps SQLite's 1,000. Erasure
+#: truncates the WAL either way (:meth:`Database.truncate_wal`).
 SQLITE_WAL_AUTOCHECKPOINT_PAGES = 20_000
 #: An orderly stop waits this long for the PostgreSQL pool's connections to be
 #: released and closed, then terminates the rest (seconds): granian kills a worker
@@ -690,6 +690,20 @@ class Database:
             return shape(self._sqlite_reader().execute(query, args))
         except sqlite3.OperationalError as exc:
             raise StorageError(f"database unavailable ({exc.__class__.__name__})") from None
+
+    async def truncate_wal(self, attempts: int = 2) -> bool:
+        """SQLite: copy the WAL into the database file and truncate it to zero, so no
+        frame of a row deleted before this stays in it (PostgreSQL: nothing to do).
+        A reader holding an older snapshot past the writer's busy timeout leaves the
+        checkpoint busy (SQLite answers so, it does not raise): it runs up to
+        ``attempts`` times. False when the WAL could not be truncated."""
+        if self.dialect != "sqlite":
+            return True
+        for _ in range(attempts):
+            rows = await self.fetch("PRAGMA wal_checkpoint(TRUNCATE)")
+            if rows and rows[0]["busy"] == 0:
+                return True
+        return False
 
     async def ping(self) -> None:
         """One round trip; raises :class:`StorageError` when it fails."""

@@ -199,6 +199,40 @@ async def test_the_writer_checkpoints_the_wal_every_20000_pages(
     assert wal.stat().st_size == 0
 
 
+async def test_truncate_wal_answers_false_while_a_reader_keeps_the_wal(
+    db: Database, tmp_path: Path
+) -> None:
+    """A reader inside a read transaction keeps the WAL in use: the TRUNCATE checkpoint
+    is busy (SQLite answers, it does not raise), every attempt; once the reader is done
+    the WAL is emptied into the file and truncated to zero."""
+    async with db.transaction():
+        await db.executemany("INSERT INTO t (n) VALUES ($1)", [(i,) for i in range(100)])
+    assert db._writer is not None
+    db._writer.execute("PRAGMA busy_timeout = 50")  # each busy attempt waits 50 ms
+    wal = tmp_path / "x.sqlite-wal"
+    reader = sqlite3.connect(tmp_path / "x.sqlite")
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (100,)
+        calls: list[str] = []
+        real_fetch = db.fetch
+
+        async def fetch(sql: str, *args: object) -> list[dict[str, object]]:
+            calls.append(sql)
+            return await real_fetch(sql, *args)
+
+        db.fetch = fetch  # type: ignore[method-assign]
+        assert await db.truncate_wal(attempts=3) is False
+        assert calls == ["PRAGMA wal_checkpoint(TRUNCATE)"] * 3
+        assert wal.stat().st_size > 0
+        reader.rollback()
+        assert await db.truncate_wal() is True
+        assert wal.stat().st_size == 0
+    finally:
+        reader.close()
+    assert await db.fetchrow("SELECT count(*) AS n FROM t") == {"n": 100}
+
+
 async def test_with_synchronous_normal_the_writer_keeps_sqlites_threshold(
     tmp_path: Path,
 ) -> None:
