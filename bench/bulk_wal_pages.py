@@ -1,0 +1,148 @@
+"""Which B-trees one bulk-issuance batch writes to SQLite's WAL, page by page.
+
+The COMMIT of a 1,000-record ``RecordIntake.issue_many`` call (the call behind
+``POST /v1/records:batch``) appends every page the batch dirtied to the WAL; the
+lock is held while it does. This script grows a vault in-process (local KEK, SQLite
+``synchronous=FULL``, the system clock) to ``--size`` records, one citizen each,
+then for one batch of new citizens and one batch of new versions: truncates the WAL
+(no reader is open), runs the batch, reads the page number of every WAL frame, and
+names each page's B-tree with SQLite's ``dbstat`` (table or index). Prints the
+frames a batch wrote, for each B-tree its frames against the pages it has, and what
+writing that many frames costs this disk alone: SQLite writes a frame's 24-byte
+header and its page with two ``pwrite`` calls, then fsyncs the WAL once
+(``synchronous=FULL``); the same calls on a scratch file beside the database.
+
+Usage: ``.venv/bin/python bench/bulk_wal_pages.py [--size 100000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import sqlite3
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchlib import RECORD_TYPE, income_record, nid
+from bench.read_batch import open_store
+from consent.intake import IssueRequest
+from tests.helpers.clients import TestClient, register
+from tests.helpers.runtime import local_settings, open_runtime
+from vault.clock import SystemClock
+from vault.service import Actor, PutResult
+
+BATCH = 1_000
+WAL_HEADER = 32
+FRAME_HEADER = 24
+
+
+def wal_pages(database: Path) -> list[int]:
+    """The page number of every frame in ``database``'s WAL file, in order."""
+    data = (database.parent / (database.name + "-wal")).read_bytes()
+    if len(data) < WAL_HEADER:
+        return []
+    (page_size,) = struct.unpack(">I", data[8:12])
+    pages = []
+    for offset in range(
+        WAL_HEADER, len(data) - FRAME_HEADER - page_size + 1, FRAME_HEADER + page_size
+    ):
+        pages.append(struct.unpack(">I", data[offset : offset + 4])[0])
+    return pages
+
+
+def disk_cost(directory: Path, frames: int, page_size: int = 4096) -> tuple[float, float]:
+    """Seconds to write ``frames`` WAL frames the way SQLite does, and to fsync them."""
+    header, page = bytes(FRAME_HEADER), os.urandom(page_size)
+    path = directory / "frames.scratch"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        start = time.perf_counter()
+        offset = WAL_HEADER
+        for _ in range(frames):
+            os.pwrite(fd, header, offset)
+            os.pwrite(fd, page, offset + FRAME_HEADER)
+            offset += FRAME_HEADER + page_size
+        written = time.perf_counter()
+        os.fsync(fd)
+        return written - start, time.perf_counter() - written
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def report(label: str, seconds: float, database: Path) -> None:
+    pages = wal_pages(database)
+    with sqlite3.connect(database) as connection:
+        owner = dict(connection.execute("SELECT pageno, name FROM dbstat").fetchall())
+    frames = collections.Counter(owner.get(page, "?") for page in pages)
+    size = collections.Counter(owner.values())
+    print(
+        f"{label}: {seconds * 1000:,.0f} ms in-process, {len(pages):,} WAL frames"
+        f" ({len(pages) * 4096 / BATCH / 1024:.1f} KiB a record)"
+    )
+    for name, count in frames.most_common():
+        print(f"  {name:36s} {count:6,} frames  of {size[name]:7,} pages")
+    written, synced = disk_cost(database.parent, len(pages))
+    print(
+        f"  the same frames on this disk alone: {written * 1000:.1f} ms of pwrite calls,"
+        f" {synced * 1000:.1f} ms of fsync"
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        store = argparse.Namespace(postgres=None, synchronous="FULL")
+        database, _ = await open_store(store, tmp_path)
+        path = tmp_path / "oncevault.sqlite"
+        runtime = await open_runtime(local_settings(tmp_path), database, SystemClock())
+        try:
+            await register(runtime, TestClient("nts", roles=("issuer",)))
+            intake = runtime.intake
+            assert intake is not None
+            actor = Actor("client", "nts", None)
+
+            async def batch(first: int, content: int, version: int) -> float:
+                start = time.perf_counter()
+                results = await intake.issue_many(
+                    client_id="nts",
+                    records=[
+                        IssueRequest({"nid": nid(i)}, RECORD_TYPE, income_record(i + content))
+                        for i in range(first, first + BATCH)
+                    ],
+                    actor=actor,
+                )
+                if not all(isinstance(r, PutResult) and r.version == version for r in results):
+                    raise RuntimeError(f"expected version {version} for every record")
+                return time.perf_counter() - start
+
+            for first in range(0, args.size, BATCH):
+                await batch(first, 0, 1)
+            for label, first, content, version in (
+                ("new citizens", args.size, 0, 1),
+                ("new versions", 0, 7, 2),
+            ):
+                with sqlite3.connect(path) as connection:
+                    busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy:
+                    raise RuntimeError("the WAL could not be truncated")
+                report(label, await batch(first, content, version), path)
+        finally:
+            await runtime.close(database=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=100_000, help="records before the batches")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
