@@ -4,9 +4,9 @@ one keyed by a sequential citizen number: the floor under ``bench/scale.py``'s r
 Bulk issuance through ``POST /v1/records:batch`` is bound by SQLite's single write
 lock (docs/performance.md, "Fourteenth session"). This model runs only the SQL a
 1,000-record batch writes under that lock, with none of the application's Python,
-on a file of the same shape: the vault's tables and indexes exactly as
-vault/piccolo_migrations/ declares them, the audit entries with their three indexes,
-and two tree nodes an entry. Each batch is one ``BEGIN IMMEDIATE`` … ``COMMIT`` in WAL
+on a file of the same shape: the vault's and the audit log's tables and indexes made
+by their own migrations' SQLite statements, an audit entry a record, two tree nodes
+an entry and the tree state. Each batch is one ``BEGIN IMMEDIATE`` … ``COMMIT`` in WAL
 mode with ``synchronous=FULL`` and the writer's 20,000-page checkpoint threshold.
 
 ``--schema today``: every per-citizen index is keyed by the random ``citizen_id``
@@ -32,64 +32,44 @@ import random
 import secrets
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from audit.piccolo_migrations import audit_2026_11_26t05_00_00_000000 as audit_0001
+from audit.piccolo_migrations import audit_2026_11_26t18_30_00_000000 as audit_0002
+from audit.piccolo_migrations import audit_2026_11_27t01_30_00_000000 as audit_0003
+from vault.piccolo_migrations import vault_2026_11_26t05_10_00_000000 as vault_0002
+
 BATCH = 1_000
 TYPE = "income_certificate"
 
-_VAULT = """
-CREATE TABLE citizens (citizen_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
-CREATE TABLE citizen_index (blind_index BLOB PRIMARY KEY, citizen_id TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('nid', 'ci')));
-CREATE INDEX citizen_index_citizen ON citizen_index (citizen_id);
-CREATE TABLE deks (dek_id TEXT PRIMARY KEY, citizen_id TEXT NOT NULL,
-    record_type TEXT NOT NULL, dek_version INTEGER NOT NULL, wrapped TEXT NOT NULL,
-    kek_version INTEGER NOT NULL, generation INTEGER NOT NULL, created_at INTEGER NOT NULL,
-    UNIQUE (citizen_id, record_type, dek_version));
-CREATE INDEX deks_kek_version ON deks (kek_version);
-CREATE TABLE records (record_id TEXT PRIMARY KEY, citizen_id TEXT NOT NULL,
-    record_type TEXT NOT NULL, version INTEGER NOT NULL, dek_id TEXT NOT NULL,
-    ciphertext BLOB NOT NULL, content_digest BLOB NOT NULL, source TEXT NOT NULL,
-    attested INTEGER NOT NULL, created_at INTEGER NOT NULL, superseded_at INTEGER,
-    UNIQUE (citizen_id, record_type, version));
-CREATE UNIQUE INDEX records_latest ON records (citizen_id, record_type)
-    WHERE superseded_at IS NULL;
-"""
 
-_AUDIT = """
-CREATE TABLE audit_entries (seq INTEGER PRIMARY KEY, leaf BLOB NOT NULL,
-    leaf_hash BLOB NOT NULL, ts INTEGER NOT NULL, action TEXT NOT NULL,
-    actor_type TEXT NOT NULL, actor_id TEXT, citizen_id TEXT, client_id TEXT,
-    consent_id TEXT, outcome TEXT NOT NULL, request_id TEXT);
-CREATE INDEX audit_entries_citizen ON audit_entries (citizen_id, seq)
-    WHERE citizen_id IS NOT NULL;
-CREATE INDEX audit_entries_client ON audit_entries (client_id, seq)
-    WHERE client_id IS NOT NULL;
-CREATE INDEX audit_entries_action ON audit_entries (action, seq);
-CREATE TABLE audit_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL,
-    hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID;
-"""
+def schema(*, numbered: bool) -> list[str]:
+    """The statements that make the model's file: the vault's and the audit log's
+    migrations for SQLite, as the project runs them (the vault's rewritten by
+    :func:`numbered_statement` for the numbered schema)."""
+    vault = vault_0002._statements(blob="BLOB", bigint="INTEGER")
+    if numbered:
+        vault = [numbered_statement(statement) for statement in vault]
+    return [*vault, *audit_0001.SQLITE, *audit_0002.SQLITE, *audit_0003.SQLITE]
 
 
-def numbered(ddl: str) -> str:
-    """The vault's tables with every per-citizen key on a sequential citizen number."""
-    ddl = ddl.replace(
-        "citizens (citizen_id TEXT PRIMARY KEY,",
-        "citizens (citizen_no INTEGER PRIMARY KEY, citizen_id TEXT NOT NULL UNIQUE,",
+def numbered_statement(statement: str) -> str:
+    """One of the vault's statements with the per-citizen keys on a citizen number:
+    ``citizens`` gets an ``INTEGER PRIMARY KEY`` and keeps its id in a unique column,
+    and every other table's ``citizen_id`` column and index become ``citizen_no``."""
+    if statement.lstrip().startswith("CREATE TABLE citizens ("):
+        return statement.replace(
+            "citizen_id TEXT PRIMARY KEY",
+            "citizen_no INTEGER PRIMARY KEY, citizen_id TEXT NOT NULL UNIQUE",
+        )
+    return statement.replace("citizen_id TEXT NOT NULL", "citizen_no INTEGER NOT NULL").replace(
+        "(citizen_id", "(citizen_no"
     )
-    for table in ("citizen_index (blind_index BLOB PRIMARY KEY,", "deks (dek_id TEXT PRIMARY KEY,"):
-        ddl = ddl.replace(f"{table} citizen_id TEXT", f"{table} citizen_no INTEGER")
-    ddl = ddl.replace(
-        "records (record_id TEXT PRIMARY KEY, citizen_id TEXT",
-        "records (record_id TEXT PRIMARY KEY, citizen_no INTEGER",
-    )
-    ddl = ddl.replace("(citizen_id)", "(citizen_no)").replace(
-        "(citizen_id, record_type", "(citizen_no, record_type"
-    )
-    assert "citizen_id TEXT NOT NULL UNIQUE" in ddl and ddl.count("citizen_id") == 1, ddl
-    return ddl
 
 
 def new_id(prefix: str) -> str:
@@ -108,9 +88,11 @@ class Model:
             "secure_delete=ON",
         ):
             self.db.execute(f"PRAGMA {pragma}")
-        self.db.executescript((numbered(_VAULT) if numbered_keys else _VAULT) + _AUDIT)
+        for statement in schema(numbered=numbered_keys):
+            self.db.execute(statement)
         self.citizens: list[str] = []
         self.seq = 0
+        self.nodes = 0
         self.deks = 0
 
     def key(self, index: int) -> object:
@@ -128,10 +110,17 @@ class Model:
         self.db.executemany(
             "INSERT INTO audit_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", entries
         )
-        first = self.seq - len(citizen_ids)
-        nodes = [(0, first + i, os.urandom(32)) for i in range(len(citizen_ids))]
-        nodes += [(1, (first + i) // 2, os.urandom(32)) for i in range(0, len(citizen_ids), 2)]
-        self.db.executemany("INSERT OR REPLACE INTO audit_nodes VALUES (?, ?, ?)", nodes)
+        # About two tree nodes an entry (its leaf, and every second one a parent), in
+        # append order as audit_nodes keeps them; then the tree state.
+        nodes = []
+        for _ in range(2 * len(citizen_ids)):
+            nodes.append((self.nodes, 0, self.nodes, os.urandom(32)))
+            self.nodes += 1
+        self.db.executemany("INSERT INTO audit_nodes VALUES (?, ?, ?, ?)", nodes)
+        self.db.execute(
+            "UPDATE audit_state SET size = ?, root_hash = ?, frontier = ? WHERE id = 1",
+            (self.seq, os.urandom(32), os.urandom(32 * 17)),
+        )
 
     def new_citizens(self) -> float:
         start = time.perf_counter()
