@@ -4,9 +4,10 @@ The COMMIT of a 1,000-record ``RecordIntake.issue_many`` call (the call behind
 ``POST /v1/records:batch``) appends every page the batch dirtied to the WAL; the
 lock is held while it does. This script grows a vault in-process (local KEK, SQLite
 ``synchronous=FULL``, the system clock) to ``--size`` records, one citizen each,
-then for one batch of new citizens and one batch of new versions: truncates the WAL
-(no reader is open), runs the batch, reads the page number of every WAL frame, and
-names each page's B-tree with SQLite's ``dbstat`` (table or index). Prints the
+then for one batch of new citizens and one batch of new versions for citizens drawn
+at random: truncates the WAL (no reader is open), runs the batch, reads the page
+number of every WAL frame, and names each page's B-tree with SQLite's ``dbstat``
+(table or index). Prints the
 frames a batch wrote, for each B-tree its frames against the pages it has, and what
 writing that many frames costs this disk alone: SQLite writes a frame's 24-byte
 header and its page with two ``pwrite`` calls, then fsyncs the WAL once
@@ -20,12 +21,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
+import random
 import sqlite3
 import struct
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -43,21 +47,28 @@ WAL_HEADER = 32
 FRAME_HEADER = 24
 
 
-def wal_pages(database: Path) -> list[int]:
-    """The page number of every frame in ``database``'s WAL file, in order."""
-    data = (database.parent / (database.name + "-wal")).read_bytes()
+def wal_pages(database: Path) -> tuple[int, list[int]]:
+    """``database``'s page size and the page number of every frame of its WAL's current
+    generation, in order. A frame carries the salts of the WAL header it was written
+    under; frames left from before the last reset carry older salts, and reading stops
+    at the first of them (or at a partial frame)."""
+    path = database.parent / (database.name + "-wal")
+    data = path.read_bytes() if path.exists() else b""
     if len(data) < WAL_HEADER:
-        return []
+        return 0, []
     (page_size,) = struct.unpack(">I", data[8:12])
+    salts = data[16:24]
     pages = []
-    for offset in range(
-        WAL_HEADER, len(data) - FRAME_HEADER - page_size + 1, FRAME_HEADER + page_size
-    ):
+    offset = WAL_HEADER
+    while offset + FRAME_HEADER + page_size <= len(data):
+        if data[offset + 8 : offset + 16] != salts:
+            break
         pages.append(struct.unpack(">I", data[offset : offset + 4])[0])
-    return pages
+        offset += FRAME_HEADER + page_size
+    return page_size, pages
 
 
-def disk_cost(directory: Path, frames: int, page_size: int = 4096) -> tuple[float, float]:
+def disk_cost(directory: Path, frames: int, page_size: int) -> tuple[float, float]:
     """Seconds to write ``frames`` WAL frames the way SQLite does, and to fsync them."""
     header, page = bytes(FRAME_HEADER), os.urandom(page_size)
     path = directory / "frames.scratch"
@@ -78,18 +89,18 @@ def disk_cost(directory: Path, frames: int, page_size: int = 4096) -> tuple[floa
 
 
 def report(label: str, seconds: float, database: Path) -> None:
-    pages = wal_pages(database)
-    with sqlite3.connect(database) as connection:
+    page_size, pages = wal_pages(database)
+    with contextlib.closing(sqlite3.connect(database)) as connection:
         owner = dict(connection.execute("SELECT pageno, name FROM dbstat").fetchall())
     frames = collections.Counter(owner.get(page, "?") for page in pages)
     size = collections.Counter(owner.values())
     print(
         f"{label}: {seconds * 1000:,.0f} ms in-process, {len(pages):,} WAL frames"
-        f" ({len(pages) * 4096 / BATCH / 1024:.1f} KiB a record)"
+        f" ({len(pages) * page_size / BATCH / 1024:.1f} KiB a record)"
     )
     for name, count in frames.most_common():
         print(f"  {name:36s} {count:6,} frames  of {size[name]:7,} pages")
-    written, synced = disk_cost(database.parent, len(pages))
+    written, synced = disk_cost(database.parent, len(pages), page_size)
     print(
         f"  the same frames on this disk alone: {written * 1000:.1f} ms of pwrite calls,"
         f" {synced * 1000:.1f} ms of fsync"
@@ -109,13 +120,13 @@ async def run(args: argparse.Namespace) -> None:
             assert intake is not None
             actor = Actor("client", "nts", None)
 
-            async def batch(first: int, content: int, version: int) -> float:
+            async def batch(citizens: Sequence[int], content: int, version: int) -> float:
                 start = time.perf_counter()
                 results = await intake.issue_many(
                     client_id="nts",
                     records=[
                         IssueRequest({"nid": nid(i)}, RECORD_TYPE, income_record(i + content))
-                        for i in range(first, first + BATCH)
+                        for i in citizens
                     ],
                     actor=actor,
                 )
@@ -124,16 +135,19 @@ async def run(args: argparse.Namespace) -> None:
                 return time.perf_counter() - start
 
             for first in range(0, args.size, BATCH):
-                await batch(first, 0, 1)
-            for label, first, content, version in (
-                ("new citizens", args.size, 0, 1),
-                ("new versions", 0, 7, 2),
+                await batch(range(first, first + BATCH), 0, 1)
+            # The new versions go to citizens drawn at random: an issuer's update does
+            # not arrive in the order the vault stored its citizens.
+            updated = random.Random(args.seed).sample(range(args.size), BATCH)
+            for label, citizens, content, version in (
+                ("new citizens", range(args.size, args.size + BATCH), 0, 1),
+                ("new versions", updated, 7, 2),
             ):
-                with sqlite3.connect(path) as connection:
+                with contextlib.closing(sqlite3.connect(path)) as connection:
                     busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 if busy:
                     raise RuntimeError("the WAL could not be truncated")
-                report(label, await batch(first, content, version), path)
+                report(label, await batch(citizens, content, version), path)
         finally:
             await runtime.close(database=True)
 
@@ -141,6 +155,7 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=100_000, help="records before the batches")
+    parser.add_argument("--seed", type=int, default=11, help="of the updated citizens' draw")
     asyncio.run(run(parser.parse_args()))
 
 
