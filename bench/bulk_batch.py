@@ -15,44 +15,59 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchlib import RECORD_TYPE, income_record, nid
 from bench.read_batch import open_store
-from consent.intake import IssueRequest
+from consent.intake import IssueRequest, RecordIntake
 from tests.helpers.clients import TestClient, register
 from tests.helpers.runtime import local_settings, open_runtime
-from vault.clock import ManualClock
+from vault.clock import Clock, ManualClock
 from vault.service import Actor, PutResult
 
 BATCH = 1_000
+#: The issuer every in-process bulk tool issues as.
+ISSUER_ID = "nts"
+ISSUER = Actor("client", ISSUER_ID, None)
+
+
+@contextlib.asynccontextmanager
+async def issuer_intake(
+    args: argparse.Namespace, tmp_path: Path, clock: Clock
+) -> AsyncIterator[RecordIntake]:
+    """The services ``oncevault serve`` builds, on a migrated store in ``tmp_path``
+    (``args.postgres``, ``args.synchronous``: :func:`bench.read_batch.open_store`), with
+    the issuer ``nts`` registered: its record intake, closed (database too) on exit."""
+    database, _ = await open_store(args, tmp_path)
+    runtime = await open_runtime(local_settings(tmp_path), database, clock)
+    try:
+        await register(runtime, TestClient(ISSUER_ID, roles=("issuer",)))
+        assert runtime.intake is not None
+        yield runtime.intake
+    finally:
+        await runtime.close(database=True)
 
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        database, _ = await open_store(args, tmp_path)
-        runtime = await open_runtime(local_settings(tmp_path), database, ManualClock())
-        try:
-            await register(runtime, TestClient("nts", roles=("issuer",)))
-            intake = runtime.intake
-            assert intake is not None
-            actor = Actor("client", "nts", None)
+        async with issuer_intake(args, Path(tmp), ManualClock()) as intake:
 
             async def batch(first: int, content: int, *, version: int) -> None:
                 results = await intake.issue_many(
-                    client_id="nts",
+                    client_id=ISSUER_ID,
                     records=[
                         IssueRequest({"nid": nid(i)}, RECORD_TYPE, income_record(i + content))
                         for i in range(first, first + BATCH)
                     ],
-                    actor=actor,
+                    actor=ISSUER,
                 )
                 for result in results:
                     if not isinstance(result, PutResult) or result.version != version:
@@ -75,8 +90,6 @@ async def run(args: argparse.Namespace) -> None:
                     f"{phase}: {records:,} records, {records / wall:,.0f} records/s,"
                     f" {cpu / records * 1e6:.1f} µs of CPU a record"
                 )
-        finally:
-            await runtime.close(database=True)
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import secrets
 import sqlite3
 import statistics
 import sys
@@ -45,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from audit.piccolo_migrations import audit_2026_11_26t05_00_00_000000 as audit_0001
 from audit.piccolo_migrations import audit_2026_11_26t18_30_00_000000 as audit_0002
 from audit.piccolo_migrations import audit_2026_11_27t01_30_00_000000 as audit_0003
+from vault.models import new_id, new_ordered_id
 from vault.piccolo_migrations import vault_2026_11_26t05_10_00_000000 as vault_0002
 
 BATCH = 1_000
@@ -83,10 +83,6 @@ def numbered_statement(statement: str) -> str:
     )
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(13)}"
-
-
 class Model:
     def __init__(self, path: Path, *, numbered_keys: bool) -> None:
         self.numbered = numbered_keys
@@ -104,7 +100,6 @@ class Model:
         self.citizens: list[str] = []
         self.seq = 0
         self.nodes = 0
-        self.deks = 0
 
     def key(self, index: int) -> object:
         """The per-citizen key of the ``index``-th citizen: its number or its id."""
@@ -145,15 +140,15 @@ class Model:
         self.citizens += ids
         keys = [self.key(first + i) for i in range(BATCH)]
         if self.numbered:
+            insert_citizens = "INSERT INTO citizens VALUES (?, ?, ?)"
             citizens = [(k, c, now) for k, c in zip(keys, ids, strict=True)]
         else:
+            insert_citizens = "INSERT INTO citizens VALUES (?, ?)"
             citizens = [(c, now) for c in ids]
         blind = [(os.urandom(32), k) for k in keys]
-        deks = []
-        for k in keys:
-            self.deks += 1  # time-ordered, as vault.models.new_ordered_id makes them
-            dek_id = f"dek_{now:013d}{self.deks:013d}"
-            deks.append((dek_id, k, TYPE, 1, "w" * WRAPPED_CHARS, 1, 1, now))
+        deks = [
+            (new_ordered_id("dek", now), k, TYPE, 1, "w" * WRAPPED_CHARS, 1, 1, now) for k in keys
+        ]
         records = [
             (new_id("rec"), k, TYPE, d[0], os.urandom(CIPHERTEXT_BYTES), os.urandom(32), now)
             for k, d in zip(keys, deks, strict=True)
@@ -161,7 +156,7 @@ class Model:
         audit = self.audit_rows(ids, now)
         start = time.perf_counter()
         self.db.execute("BEGIN IMMEDIATE")
-        self.db.executemany(f"INSERT INTO citizens VALUES ({marks(len(citizens[0]))})", citizens)
+        self.db.executemany(insert_citizens, citizens)
         self.db.executemany("INSERT INTO citizen_index VALUES (?, ?, 'nid')", blind)
         self.db.executemany("INSERT INTO deks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", deks)
         self.db.executemany(
@@ -205,10 +200,6 @@ class Model:
         self.write_audit(audit)
         self.db.execute("COMMIT")
         return time.perf_counter() - start
-
-
-def marks(count: int) -> str:
-    return ", ".join("?" * count)
 
 
 def run(schema: str, args: argparse.Namespace) -> tuple[float, float]:

@@ -35,14 +35,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchlib import RECORD_TYPE, income_record, nid
-from bench.read_batch import open_store
+from bench.bulk_batch import BATCH, ISSUER, ISSUER_ID, issuer_intake
 from consent.intake import IssueRequest
-from tests.helpers.clients import TestClient, register
-from tests.helpers.runtime import local_settings, open_runtime
 from vault.clock import SystemClock
-from vault.service import Actor, PutResult
+from vault.service import PutResult
 
-BATCH = 1_000
 WAL_HEADER = 32
 FRAME_HEADER = 24
 
@@ -110,25 +107,19 @@ def report(label: str, seconds: float, database: Path) -> None:
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        store = argparse.Namespace(postgres=None, synchronous="FULL")
-        database, _ = await open_store(store, tmp_path)
         path = tmp_path / "oncevault.sqlite"
-        runtime = await open_runtime(local_settings(tmp_path), database, SystemClock())
-        try:
-            await register(runtime, TestClient("nts", roles=("issuer",)))
-            intake = runtime.intake
-            assert intake is not None
-            actor = Actor("client", "nts", None)
+        store = argparse.Namespace(postgres=None, synchronous="FULL")
+        async with issuer_intake(store, tmp_path, SystemClock()) as intake:
 
             async def batch(citizens: Sequence[int], content: int, version: int) -> float:
                 start = time.perf_counter()
                 results = await intake.issue_many(
-                    client_id="nts",
+                    client_id=ISSUER_ID,
                     records=[
                         IssueRequest({"nid": nid(i)}, RECORD_TYPE, income_record(i + content))
                         for i in citizens
                     ],
-                    actor=actor,
+                    actor=ISSUER,
                 )
                 if not all(isinstance(r, PutResult) and r.version == version for r in results):
                     raise RuntimeError(f"expected version {version} for every record")
@@ -148,8 +139,6 @@ async def run(args: argparse.Namespace) -> None:
                 if busy:
                     raise RuntimeError("the WAL could not be truncated")
                 report(label, await batch(citizens, content, version), path)
-        finally:
-            await runtime.close(database=True)
 
 
 def main() -> None:

@@ -17,12 +17,10 @@ from types import ModuleType
 import pytest
 
 from bench.benchlib import RECORD_TYPE, income_record, nid
-from bench.read_batch import open_store
+from bench.bulk_batch import ISSUER, ISSUER_ID, issuer_intake
 from consent.intake import IssueRequest
-from tests.helpers.clients import TestClient, register
-from tests.helpers.runtime import local_settings, open_runtime
 from vault.clock import SystemClock
-from vault.service import Actor, PutResult
+from vault.service import PutResult
 
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 TABLES = ("citizens", "citizen_index", "deks", "records", "audit_entries", "audit_nodes")
@@ -47,23 +45,18 @@ def wal(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 @pytest.fixture
 async def vault_file(tmp_path: Path) -> Path:
     """A migrated vault that took a bulk load: 200 new citizens, then 100 new versions."""
-    database, _ = await open_store(argparse.Namespace(postgres=None, synchronous="FULL"), tmp_path)
-    runtime = await open_runtime(local_settings(tmp_path), database, SystemClock())
-    try:
-        await register(runtime, TestClient("nts", roles=("issuer",)))
-        assert runtime.intake is not None
+    store = argparse.Namespace(postgres=None, synchronous="FULL")
+    async with issuer_intake(store, tmp_path, SystemClock()) as intake:
         for citizens, content in ((range(200), 0), (range(100), 7)):
-            results = await runtime.intake.issue_many(
-                client_id="nts",
+            results = await intake.issue_many(
+                client_id=ISSUER_ID,
                 records=[
                     IssueRequest({"nid": nid(i)}, RECORD_TYPE, income_record(i + content))
                     for i in citizens
                 ],
-                actor=Actor("client", "nts", None),
+                actor=ISSUER,
             )
             assert all(isinstance(r, PutResult) and r.created for r in results)
-    finally:
-        await runtime.close(database=True)
     return tmp_path / "oncevault.sqlite"
 
 
@@ -152,15 +145,15 @@ def test_model_versions_follow_the_latest(
     chosen = random.Random(7).sample(range(2 * model.BATCH), model.BATCH)
     m.new_versions(chosen)
     m.new_versions(chosen[:10])
-    count = m.db.execute
-    assert count("SELECT count(*) FROM records").fetchone()[0] == 3 * model.BATCH + 10
-    assert count("SELECT count(*) FROM records WHERE superseded_at IS NULL").fetchone()[0] == (
-        2 * model.BATCH
-    )
-    assert count("SELECT max(version) FROM records").fetchone()[0] == 3
-    assert count("SELECT count(DISTINCT seq) FROM audit_entries").fetchone()[0] == (
-        3 * model.BATCH + 10
-    )
+
+    def one(sql: str) -> object:
+        return m.db.execute(sql).fetchone()[0]
+
+    assert one("SELECT count(*) FROM records") == 3 * model.BATCH + 10
+    assert one("SELECT count(*) FROM records WHERE superseded_at IS NULL") == 2 * model.BATCH
+    assert one("SELECT max(version) FROM records") == 3
+    assert one("SELECT count(DISTINCT seq) FROM audit_entries") == 3 * model.BATCH + 10
+    assert one("SELECT count(DISTINCT dek_id) FROM deks") == 2 * model.BATCH
     m.db.close()
 
 

@@ -6,7 +6,6 @@ concurrent writer are left to the caller, with nothing stored for them."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import json
 from typing import Any
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 
 from api.runtime import Runtime
 from tests.conftest import ENGINES, runtime_on_its_own_loop
+from tests.helpers.ids import ordered_head, ordered_ms
 from vault import service as service_module
 from vault.clock import ManualClock
 from vault.errors import ConnectionLostBeforeCommit, DecryptionError
@@ -28,7 +28,6 @@ ISSUER = Actor("client", "nts", "req_batch")
 TYPES = ("income_certificate", "real_estate_title")
 CONTENTS = ({"year": 2024}, {"year": 2025}, {"year": 2025, "note": "가"})
 _salts = itertools.count(1)
-SORTED_BASE32 = "234567abcdefghijklmnopqrstuvwxyz"
 
 #: (subject, type, content) indexes: few of each, so repeats and duplicates are common.
 OPS = st.lists(
@@ -173,19 +172,12 @@ async def test_deks_get_time_ordered_ids_and_records_and_citizens_random_ones(
     assert all(isinstance(r, PutResult) for r in results)
     records = await database.fetch("SELECT record_id, dek_id, citizen_id FROM records")
     assert len(records) == 3
-
-    def head(value: str) -> str:
-        return value.split("_", 1)[1][:10]
-
-    def ms_of(value: str) -> int:
-        return functools.reduce(lambda n, c: n * 32 + SORTED_BASE32.index(c), head(value), 0)
-
-    assert [ms_of(row["dek_id"]) for row in records] == [now] * 3
+    assert [ordered_ms(row["dek_id"]) for row in records] == [now] * 3
     # Three random heads match the clock's time, or one another, with odds of ~2^-48.
     for column in ("record_id", "citizen_id"):
         values = [row[column] for row in records]
-        assert all(ms_of(v) != now for v in values), column
-        assert len({head(v) for v in values}) == 3, column
+        assert all(ordered_ms(v) != now for v in values), column
+        assert len({ordered_head(v) for v in values}) == 3, column
 
 
 async def test_a_citizen_created_meanwhile_is_left_to_the_caller(

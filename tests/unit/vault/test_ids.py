@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from api.middleware import new_request_id
 from audit.models import is_token
+from tests.helpers.ids import SORTED_BASE32, ordered_ms
 from vault.models import new_id, new_ordered_id, random_base32
 
 ID = re.compile(r"[a-z]+_[a-z2-7]{26}")
@@ -44,17 +45,6 @@ def test_ids_do_not_repeat() -> None:
 
 # -- time-ordered ids (DEKs) ------------------------------------------
 
-SORTED = "234567abcdefghijklmnopqrstuvwxyz"
-
-
-def _ms_of(value: str) -> int:
-    """The reference decoding of an ordered id's time: its first 10 characters as a
-    base-32 number over the alphabet in byte order."""
-    ms = 0
-    for char in value.split("_", 1)[1][:10]:
-        ms = ms * 32 + SORTED.index(char)
-    return ms
-
 
 def test_ordered_ids_have_the_id_shape_and_carry_the_millisecond() -> None:
     now = time.time_ns() // 1_000_000
@@ -62,10 +52,10 @@ def test_ordered_ids_have_the_id_shape_and_carry_the_millisecond() -> None:
     assert ID.fullmatch(value), value
     assert len(value) == len("dek_") + 26
     assert is_token(value)
-    assert _ms_of(value) == now
-    assert _ms_of(new_ordered_id("dek", 0)) == 0
+    assert ordered_ms(value) == now
+    assert ordered_ms(new_ordered_id("dek", 0)) == 0
     assert new_ordered_id("dek", 0).startswith("dek_2222222222")
-    assert _ms_of(new_ordered_id("dek", (1 << 50) - 1)) == (1 << 50) - 1
+    assert ordered_ms(new_ordered_id("dek", (1 << 50) - 1)) == (1 << 50) - 1
 
 
 @given(
@@ -76,7 +66,7 @@ def test_ordered_ids_sort_as_their_times(a: int, b: int) -> None:
     """Byte order of the ids (SQLite's TEXT order, PostgreSQL's with COLLATE "C") is
     time order; equal milliseconds order by the random part."""
     first, second = new_ordered_id("rec", a), new_ordered_id("rec", b)
-    assert _ms_of(first) == a and _ms_of(second) == b
+    assert ordered_ms(first) == a and ordered_ms(second) == b
     if a < b:
         assert first.encode() < second.encode()
     elif a > b:
@@ -94,5 +84,5 @@ def test_ordered_ids_keep_80_random_bits_within_a_millisecond() -> None:
     assert len(set(values)) == 20_000
     assert len({value[:14] for value in values}) == 1  # one millisecond, one head
     counts = Counter("".join(value[14:] for value in values))  # 320,000 characters
-    assert set(counts) == set(SORTED)
+    assert set(counts) == set(SORTED_BASE32)
     assert all(abs(n - 10_000) < 500 for n in counts.values()), counts
