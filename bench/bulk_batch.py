@@ -20,7 +20,7 @@ import cProfile
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -56,22 +56,29 @@ async def issuer_intake(
         await runtime.close(database=True)
 
 
+async def issue_income(
+    intake: RecordIntake, citizens: Iterable[int], content: int, *, version: int
+) -> None:
+    """One ``issue_many`` call as ``nts``: an income record (content ``i + content``) to
+    each citizen ``i`` of ``citizens``; raises unless each became version ``version``."""
+    results = await intake.issue_many(
+        client_id=ISSUER_ID,
+        records=[
+            IssueRequest({"nid": nid(i)}, RECORD_TYPE, income_record(i + content)) for i in citizens
+        ],
+        actor=ISSUER,
+    )
+    for result in results:
+        if not isinstance(result, PutResult) or result.version != version:
+            raise RuntimeError(f"expected version {version}, got {result}")
+
+
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with issuer_intake(args, Path(tmp), ManualClock()) as intake:
 
             async def batch(first: int, content: int, *, version: int) -> None:
-                results = await intake.issue_many(
-                    client_id=ISSUER_ID,
-                    records=[
-                        IssueRequest({"nid": nid(i)}, RECORD_TYPE, income_record(i + content))
-                        for i in range(first, first + BATCH)
-                    ],
-                    actor=ISSUER,
-                )
-                for result in results:
-                    if not isinstance(result, PutResult) or result.version != version:
-                        raise RuntimeError(f"expected version {version}, got {result}")
+                await issue_income(intake, range(first, first + BATCH), content, version=version)
 
             await batch(0, 0, version=1)  # warm-up: statements prepared, code paths hot
             profiler = cProfile.Profile() if args.profile else None

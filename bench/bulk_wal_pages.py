@@ -34,11 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.benchlib import RECORD_TYPE, income_record, nid
-from bench.bulk_batch import BATCH, ISSUER, ISSUER_ID, issuer_intake
-from consent.intake import IssueRequest
+from bench.bulk_batch import BATCH, issue_income, issuer_intake
 from vault.clock import SystemClock
-from vault.service import PutResult
 
 WAL_HEADER = 32
 FRAME_HEADER = 24
@@ -113,16 +110,7 @@ async def run(args: argparse.Namespace) -> None:
 
             async def batch(citizens: Sequence[int], content: int, version: int) -> float:
                 start = time.perf_counter()
-                results = await intake.issue_many(
-                    client_id=ISSUER_ID,
-                    records=[
-                        IssueRequest({"nid": nid(i)}, RECORD_TYPE, income_record(i + content))
-                        for i in citizens
-                    ],
-                    actor=ISSUER,
-                )
-                if not all(isinstance(r, PutResult) and r.version == version for r in results):
-                    raise RuntimeError(f"expected version {version} for every record")
+                await issue_income(intake, citizens, content, version=version)
                 return time.perf_counter() - start
 
             for first in range(0, args.size, BATCH):

@@ -16,11 +16,8 @@ from types import ModuleType
 
 import pytest
 
-from bench.benchlib import RECORD_TYPE, income_record, nid
-from bench.bulk_batch import ISSUER, ISSUER_ID, issuer_intake
-from consent.intake import IssueRequest
+from bench.bulk_batch import issue_income, issuer_intake
 from vault.clock import SystemClock
-from vault.service import PutResult
 
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 TABLES = ("citizens", "citizen_index", "deks", "records", "audit_entries", "audit_nodes")
@@ -47,16 +44,8 @@ async def vault_file(tmp_path: Path) -> Path:
     """A migrated vault that took a bulk load: 200 new citizens, then 100 new versions."""
     store = argparse.Namespace(postgres=None, synchronous="FULL")
     async with issuer_intake(store, tmp_path, SystemClock()) as intake:
-        for citizens, content in ((range(200), 0), (range(100), 7)):
-            results = await intake.issue_many(
-                client_id=ISSUER_ID,
-                records=[
-                    IssueRequest({"nid": nid(i)}, RECORD_TYPE, income_record(i + content))
-                    for i in citizens
-                ],
-                actor=ISSUER,
-            )
-            assert all(isinstance(r, PutResult) and r.created for r in results)
+        await issue_income(intake, range(200), 0, version=1)
+        await issue_income(intake, range(100), 7, version=2)
     return tmp_path / "oncevault.sqlite"
 
 
