@@ -81,8 +81,9 @@ def test_model_rows_are_the_size_of_the_vaults(
 ) -> None:
     app = sqlite3.connect(vault_file)
     m = model.Model(tmp_path / "model.sqlite", numbered_keys=False)
-    m.new_citizens()
-    m.new_versions(random.Random(3).sample(range(model.BATCH), 500))
+    unit = model.Unit()
+    m.new_citizens(unit)
+    m.new_versions(random.Random(3).sample(range(model.BATCH), 500), unit)
     queries = {
         "ciphertext": "SELECT avg(length(ciphertext)) FROM records",
         "wrapped DEK": "SELECT avg(length(wrapped)) FROM deks",
@@ -129,11 +130,15 @@ def test_model_versions_follow_the_latest(
     model: ModuleType, tmp_path: Path, numbered: bool
 ) -> None:
     m = model.Model(tmp_path / "w.sqlite", numbered_keys=numbered)
-    m.new_citizens()
-    m.new_citizens()
+    unit = model.Unit()
+    m.new_citizens(unit)
+    m.new_citizens(unit)
     chosen = random.Random(7).sample(range(2 * model.BATCH), model.BATCH)
-    m.new_versions(chosen)
-    m.new_versions(chosen[:10])
+    m.new_versions(chosen, unit)
+    m.new_versions(chosen[:10], unit)
+    # Each unit is timed once, and its thread's CPU never exceeds its wall clock.
+    assert len(unit.wall) == len(unit.cpu) == 4
+    assert all(0 < cpu <= wall * 1.05 for wall, cpu in zip(unit.wall, unit.cpu, strict=True))
 
     def one(sql: str) -> object:
         return m.db.execute(sql).fetchone()[0]
