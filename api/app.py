@@ -6,20 +6,24 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import structlog
-from litestar import Litestar, Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
+from litestar.openapi import ResponseSpec
 
 from api.bodies import recursion_error_handler, strict_json_bodies, validation_exception_handler
 from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
 from api.fastread import ConsentedReads, refuse_hidden_layers
 from api.idp import DevIdP
+from api.metrics import MEDIA_TYPE as METRICS_MEDIA_TYPE
+from api.metrics import METRICS_DIR, PUBLISH_SECONDS, collect, is_loopback, publish, render
 from api.middleware import AllowMiddleware, RequestIdMiddleware
-from api.openapi import StructSchemas, document, openapi_config, success
+from api.openapi import StructSchemas, document, openapi_config, problem_response, success
 from api.responses import ServiceStatus
 from api.routes import auditors, citizens, consumers, issuers, oauth
 from api.routes.dev_idp import dev_idp_router
@@ -56,6 +60,51 @@ async def readyz(state: State) -> Response[Any]:
     except (KeyProviderUnavailable, KeyProviderMisconfigured):
         return problem("kms_unavailable", "key provider unavailable")
     return Response(ServiceStatus(status="ready"))
+
+
+@get(
+    "/metrics",
+    tags=["operations"],
+    media_type=METRICS_MEDIA_TYPE,
+    responses={
+        200: ResponseSpec(
+            str,
+            description="Prometheus text format 0.0.4",
+            media_type=METRICS_MEDIA_TYPE,
+            generate_examples=False,
+        ),
+        403: problem_response(403),
+    },
+)
+async def metrics(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """Prometheus text: every worker's counters added up. Loopback peers only; no
+    series is labelled by citizen (DESIGN section 10)."""
+    if not is_loopback(request.client.host if request.client else None):
+        return problem("forbidden", "metrics are served to loopback peers only")
+    runtime: Runtime = state.runtime
+    directory = runtime.settings.data_dir / METRICS_DIR
+    try:
+        publish(directory)
+    except OSError as exc:  # the others' files are still worth answering
+        log.warning("metrics.publish_failed", error=exc.__class__.__name__)
+    total, workers = collect(directory)
+    try:
+        size: int | None = (await runtime.audit.state()).size
+    except StorageError:
+        size = None
+    body = render(total, workers=workers, audit_tree_size=size)
+    return Response(body, media_type=METRICS_MEDIA_TYPE)
+
+
+async def _publish_metrics(directory: Path, *, interval: float = PUBLISH_SECONDS) -> None:
+    """Publish this worker's counters for the other workers' scrapes, every ``interval``
+    seconds (:mod:`api.metrics`)."""
+    while True:
+        try:
+            publish(directory)
+        except OSError as exc:
+            log.warning("metrics.publish_failed", error=exc.__class__.__name__)
+        await asyncio.sleep(interval)
 
 
 async def _housekeeping(runtime: Runtime, *, interval: float = 3600.0) -> None:
@@ -100,6 +149,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
             checkpointing = asyncio.create_task(runtime.checkpointer.run(), name="checkpoints")
             housekeeping = asyncio.create_task(_housekeeping(runtime), name="housekeeping")
             erasures = asyncio.create_task(_forget_erased(runtime), name="erasure-watch")
+            metrics_dir = settings.data_dir / METRICS_DIR
+            publishing = asyncio.create_task(_publish_metrics(metrics_dir), name="metrics")
             app.state.runtime = runtime
             log.info(
                 "app.started",
@@ -107,7 +158,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
                 key_provider=settings.key_provider,
             )
             yield
-            for task in (checkpointing, housekeeping, erasures):
+            for task in (checkpointing, housekeeping, erasures, publishing):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -120,6 +171,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
     handlers: list[Any] = [
         healthz,
         readyz,
+        metrics,
         *oauth.ROUTES,
         *issuers.ROUTES,
         *consumers.ROUTES,

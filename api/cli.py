@@ -21,6 +21,7 @@ from pathlib import Path
 from granian.constants import Interfaces, Loops
 from granian.server import Server
 
+from api import metrics
 from api.db import NotMigrated, migrate, open_database, require_migrated
 from api.idp import dev_token
 from api.logging import configure_logging
@@ -175,6 +176,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"re-applied {reapplied} erasure(s) from the ledger", flush=True)
 
     os.environ.update(settings.as_environment())
+    metrics.clear(settings.data_dir / metrics.METRICS_DIR)  # the counters start with the server
     base = f"http://{settings.host}:{settings.port}"
     print(f"oncevault serving on {base}  (workers: {settings.workers})", flush=True)
     print(f"  health   {base}/healthz", flush=True)

@@ -16,6 +16,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from api.metrics import METRICS
 from vault.errors import KeyProviderUnavailable, OncevaultError, StorageError
 
 log = structlog.get_logger(__name__)
@@ -69,8 +70,9 @@ def problem(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Response[dict[str, Any]]:
-    """A problem+json response for ``code``."""
+    """A problem+json response for ``code`` (counted for ``GET /metrics``)."""
     status, title = STATUS.get(code, STATUS["internal_error"])
+    METRICS.count_problem(code)
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + code,
         "title": title,

@@ -11,6 +11,7 @@ from litestar.enums import ScopeType
 from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import METRICS
 from vault.models import new_id
 
 log = structlog.get_logger("api.access")
@@ -53,13 +54,18 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            method = scope.get("method", "")
             log.info(
                 "http.request",
-                method=scope.get("method"),
+                method=method,
                 path=scope.get("path"),
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
             )
+            # The route's template, never the path (which may carry a consent id).
+            route = scope.get("path_template") or "unrouted"
+            METRICS.observe_request(method, route, status, seconds)
             structlog.contextvars.unbind_contextvars("request_id")
 
 

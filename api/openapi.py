@@ -43,7 +43,8 @@ def _codes(status: int) -> str:
     return ", ".join(sorted(code for code, (s, _) in STATUS.items() if s == status))
 
 
-def _problem(status: int) -> ResponseSpec:
+def problem_response(status: int) -> ResponseSpec:
+    """A problem+json response of ``status``, naming the codes it may carry."""
     return ResponseSpec(
         data_container=Problem,
         description=f"{STATUS_TITLES.get(status, 'Error')}: code is one of {_codes(status)}",
@@ -127,7 +128,7 @@ def document(handlers: Iterable[Any]) -> None:
         statuses, security = AUDIENCES[audience]
         responses = dict(handler.responses or {})
         for status in statuses:
-            responses.setdefault(status, _problem(status))
+            responses.setdefault(status, problem_response(status))
         handler.responses = responses
         if security and not handler.security:
             handler.security = security

@@ -12,6 +12,7 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from api.auth import enforce_rate_limit, request_id, runtime_of
+from api.metrics import METRICS
 from api.openapi import success
 from api.responses import AuthorizationServerMetadata, JWKSet, OAuthErrorBody, TokenBody
 from consent.tokens import CONSENT_DETAIL_TYPE, OAuthError
@@ -84,6 +85,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _oauth_error(exc: OAuthError) -> Response[dict[str, str]]:
+    METRICS.count_oauth_error(exc.error)
     return Response(
         {"error": exc.error, "error_description": exc.description},
         status_code=exc.status,

@@ -73,6 +73,11 @@ class Conformance:
         content = declared[status].get("content")
         if content is None:
             assert response.content == b"", (method, path)
+        elif "application/json" not in content:  # text: /metrics (Prometheus)
+            (media_type,) = content
+            assert response.headers["content-type"].startswith(media_type), (method, path)
+            assert content[media_type]["schema"]["type"] == "string"
+            assert response.text.strip(), (method, path)
         else:
             assert response.headers["content-type"].startswith("application/json")
             schema = {
@@ -104,7 +109,7 @@ async def test_every_success_status_answers_its_documented_body(home: Platform) 
     citizen = p.citizen(BUYER_NID)
 
     # operations and public
-    for path in ("/healthz", "/readyz", "/.well-known/oauth-authorization-server"):
+    for path in ("/healthz", "/readyz", "/metrics", "/.well-known/oauth-authorization-server"):
         check("GET", path, await http.get(path))
     check("GET", "/.well-known/jwks.json", await http.get("/.well-known/jwks.json"))
 

@@ -8,6 +8,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -84,6 +85,39 @@ def test_serve_answers_health_and_readiness(tmp_path: Path) -> None:
     assert server.process is not None
     assert server.process.returncode == 0, server.log()
     assert "app.stopped" in server.log()  # graceful shutdown ran the lifespan
+
+
+def _readyz_answers(metrics: str) -> int:
+    line = 'oncevault_http_requests_total{method="GET",route="/readyz",status="200"} '
+    return sum(int(row[len(line) :]) for row in metrics.splitlines() if row.startswith(line))
+
+
+def test_metrics_add_up_every_worker_and_start_at_zero_with_serve(tmp_path: Path) -> None:
+    """A scrape reaches one worker; it answers the counters of all of them, and a new
+    ``serve`` starts them at zero."""
+    data_dir = tmp_path / "data"
+    assert run_cli("init", "--data-dir", str(data_dir)).returncode == 0
+    for _ in range(2):
+        with ServerProcess(data_dir, workers=2) as server:
+            answered = 0
+            with httpx.Client(base_url=server.base_url) as http:
+                for _ in range(40):  # new connections: the kernel spreads them
+                    assert httpx.get(server.base_url + "/readyz").status_code == 200
+                    answered += 1
+                deadline = time.monotonic() + 10
+                while True:  # each worker publishes every 2 s
+                    scrape = http.get("/metrics")
+                    assert scrape.status_code == 200
+                    if _readyz_answers(scrape.text) >= answered or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+            assert _readyz_answers(scrape.text) == answered
+            assert "oncevault_workers 2\n" in scrape.text
+            assert "oncevault_audit_tree_size " in scrape.text
+            assert sorted(p.name for p in (data_dir / "metrics").glob("*.json")) == sorted(
+                f"{pid}.json"
+                for pid in worker_pids(server.process.pid)  # type: ignore[union-attr]
+            )
 
 
 def test_log_lines_are_json_with_request_id(tmp_path: Path) -> None:
