@@ -185,7 +185,9 @@ class Runtime:
         self.rate_limiter = RateLimiter(
             self.database, self.clock, self.settings.rate_limit_per_minute
         )
-        self.idempotency = IdempotencyStore(self.database, self.clock)
+        self.idempotency = IdempotencyStore(
+            self.database, self.clock, digest_key=keyring.request_digest_key()
+        )
 
     def current_catalogue(self) -> Catalogue:
         assert self.catalogue is not None

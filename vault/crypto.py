@@ -290,6 +290,8 @@ def open_(key: bytes, sealed: bytes, aad: bytes) -> bytes:
 
 _BLIND_INDEX_KINDS: Final = frozenset({"nid", "ci"})
 _DIGEST_KEY_INFO: Final = b"oncevault/digest/v1"
+_REQUEST_DIGEST_KEY_INFO: Final = b"oncevault/request-digest/v1"
+REQUEST_DIGEST_LABEL: Final = "oncevault/request/v1"
 
 
 def hkdf_sha256(key: bytes, info: bytes, length: int = KEY_SIZE) -> bytes:
@@ -315,6 +317,30 @@ def digest_key(dek: bytes) -> bytes:
     """
     _require_key(dek)
     return hkdf_sha256(dek, _DIGEST_KEY_INFO)
+
+
+def request_digest_key(index_key: bytes) -> bytes:
+    """Derive the key of :func:`request_digest` from the platform's index key (HKDF
+    info ``oncevault/request-digest/v1``: never the blind indexes' own key).
+
+    Raises:
+        ValueError: ``index_key`` is not 32 bytes.
+    """
+    _require_key(index_key)
+    return hkdf_sha256(index_key, _REQUEST_DIGEST_KEY_INFO)
+
+
+def request_digest(key: bytes, client_id: str, method_path: str, body: bytes) -> bytes:
+    """A keyed digest of one client's request (what an ``Idempotency-Key`` is checked
+    against): HMAC-SHA256 over the injective encoding of client, ``METHOD /path`` and
+    body. Unkeyed, a body's digest would let whoever holds the database test guesses of
+    what it held (a national id in a known template) offline.
+
+    Raises:
+        ValueError: ``key`` is not 32 bytes.
+    """
+    _require_key(key)
+    return hmac_sha256(key, encode_aad(REQUEST_DIGEST_LABEL, client_id, method_path, body))
 
 
 def blind_index(index_key: bytes, kind: str, value: str) -> bytes:

@@ -73,6 +73,10 @@ class Keyring:
     def blind_index(self, kind: str, value: str) -> bytes:
         return crypto.blind_index(self._index_key, kind, value)
 
+    def request_digest_key(self) -> bytes:
+        """The key of the ``Idempotency-Key`` request digests (:func:`crypto.request_digest`)."""
+        return crypto.request_digest_key(self._index_key)
+
     def current_kid(self, use: Use) -> str:
         return self._signing[use][0]
 

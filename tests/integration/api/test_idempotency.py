@@ -16,6 +16,7 @@ from api.idempotency import (
     InvalidIdempotencyKey,
     StoredResponse,
 )
+from vault import crypto
 from vault.clock import ManualClock
 from vault.errors import OncevaultError
 from vault.storage import Database
@@ -23,6 +24,8 @@ from vault.storage import Database
 PATH = "POST /v1/records"
 BODY = b'{"subject":{"nid":"9001011234567"},"type":"income_certificate","data":{"year":2025}}'
 KEY = "3f0c9b2e-6a51-4a43-9d7e-5f9b1c2a7e11"
+#: The request digests' key (the runtime derives it from the platform's index key).
+DIGEST_KEY = crypto.request_digest_key(bytes(range(32)))
 
 
 class Producer:
@@ -53,7 +56,7 @@ class Producer:
 
 @pytest.fixture
 def store(database: Database, clock: ManualClock) -> IdempotencyStore:
-    return IdempotencyStore(database, clock)
+    return IdempotencyStore(database, clock, digest_key=DIGEST_KEY)
 
 
 @pytest.fixture
@@ -97,7 +100,11 @@ async def test_only_a_digest_of_the_request_is_stored(
 ) -> None:
     await store.run("kbank", KEY, PATH, BODY, Producer())
     [row] = await _rows(database)
-    assert bytes(row["body_digest"]) == hashlib.sha256(BODY).digest()  # type: ignore[arg-type]
+    digest = bytes(row["body_digest"])  # type: ignore[arg-type]
+    # Keyed: an unkeyed hash would let a copy of the database confirm a guessed nid.
+    assert digest == crypto.request_digest(DIGEST_KEY, "kbank", PATH, BODY)
+    assert digest != hashlib.sha256(BODY).digest()
+    assert digest != crypto.request_digest(crypto.random_key(), "kbank", PATH, BODY)
     assert row["method_path"] == PATH
     assert row["status"] == 201
     stored = repr(row).encode()
@@ -217,11 +224,29 @@ async def test_cancelled_produce_releases_the_claim(
     assert await _rows(database) == []
 
 
+async def test_the_same_body_of_two_clients_is_stored_under_two_digests(
+    database: Database, store: IdempotencyStore
+) -> None:
+    await store.run("kbank", KEY, PATH, BODY, Producer())
+    await store.run("nts", KEY, PATH, BODY, Producer())
+    digests = {bytes(row["body_digest"]) for row in await _rows(database)}  # type: ignore[arg-type]
+    assert len(digests) == 2
+
+
+def test_a_store_needs_a_32_byte_digest_key(database: Database, clock: ManualClock) -> None:
+    for bad in (b"", b"k" * 16, b"k" * 33):
+        with pytest.raises(ValueError, match="32 bytes"):
+            IdempotencyStore(database, clock, digest_key=bad)
+
+
 async def test_concurrent_identical_requests_produce_once(
     database: Database, other: Database, clock: ManualClock
 ) -> None:
     """20 concurrent first requests over two workers: one runs the handler, 19 replay."""
-    stores = [IdempotencyStore(database, clock), IdempotencyStore(other, clock)]
+    stores = [
+        IdempotencyStore(database, clock, digest_key=DIGEST_KEY),
+        IdempotencyStore(other, clock, digest_key=DIGEST_KEY),
+    ]
     produce = Producer(delay=0.3)
     results = await asyncio.gather(
         *(stores[i % 2].run("kbank", KEY, PATH, BODY, produce) for i in range(20))
@@ -236,8 +261,8 @@ async def test_concurrent_identical_requests_produce_once(
 async def test_waiting_too_long_for_an_unfinished_request_is_in_progress(
     database: Database, clock: ManualClock
 ) -> None:
-    patient = IdempotencyStore(database, clock)
-    impatient = IdempotencyStore(database, clock, wait_seconds=0.2)
+    patient = IdempotencyStore(database, clock, digest_key=DIGEST_KEY)
+    impatient = IdempotencyStore(database, clock, digest_key=DIGEST_KEY, wait_seconds=0.2)
     slow = Producer(delay=1.5)
     first = asyncio.create_task(patient.run("kbank", KEY, PATH, BODY, slow))
     while slow.calls == 0:
@@ -259,7 +284,7 @@ async def test_waiting_too_long_for_an_unfinished_request_is_in_progress(
 async def test_an_abandoned_claim_is_taken_over_and_the_first_completion_wins(
     database: Database, clock: ManualClock
 ) -> None:
-    store = IdempotencyStore(database, clock, claim_lease_seconds=60)
+    store = IdempotencyStore(database, clock, digest_key=DIGEST_KEY, claim_lease_seconds=60)
     gate = asyncio.Event()
     calls: list[str] = []
 
@@ -329,7 +354,10 @@ async def test_save_keeps_the_first_response(store: IdempotencyStore) -> None:
 async def test_concurrent_saves_keep_one(
     database: Database, other: Database, clock: ManualClock
 ) -> None:
-    stores = [IdempotencyStore(database, clock), IdempotencyStore(other, clock)]
+    stores = [
+        IdempotencyStore(database, clock, digest_key=DIGEST_KEY),
+        IdempotencyStore(other, clock, digest_key=DIGEST_KEY),
+    ]
     saved = await asyncio.gather(
         *(
             stores[i % 2].save(
@@ -399,3 +427,28 @@ async def test_longest_and_odd_but_valid_keys_are_accepted(store: IdempotencySto
         IdempotencyStore.validate_key(key)
         _, replayed = await store.run("kbank", key, PATH, BODY, Producer())
         assert not replayed
+
+
+async def test_the_upgrade_forgets_entries_stored_with_an_unkeyed_digest(
+    database: Database,
+) -> None:
+    """api 0002: a database from before keyed digests loses its entries (a 24 h cache
+    whose SHA-256 digests would let a copy of the database confirm a guessed body)."""
+    from api.db import migrate  # noqa: PLC0415 - the runner, as `oncevault init` runs it
+    from api.piccolo_migrations import api_2026_11_27t15_00_00_000000 as keyed  # noqa: PLC0415
+
+    await database.execute(
+        "INSERT INTO idempotency_keys (client_id, key, method_path, body_digest, status,"
+        " response, content_type, headers, created_at)"
+        " VALUES ($1, $2, $3, $4, 201, $5, 'application/json', '{}', 1)",
+        "kbank",
+        KEY,
+        PATH,
+        hashlib.sha256(BODY).digest(),
+        b"{}",
+    )
+    await database.execute(
+        "DELETE FROM migration WHERE app_name = 'api' AND name = $1", keyed.ID
+    )  # the database as it was before the upgrade, with one legacy entry
+    assert await migrate(database) == [f"api:{keyed.ID}"]
+    assert await _rows(database) == []
