@@ -13,7 +13,10 @@ request before the app sees it:
   recursion before parsing); no duplicate object keys at any level; no
   ``NaN``/``Infinity``; integers within +-(2**63 - 1); no float literal that
   overflows to infinity (``1e999``); no unpaired UTF-16 surrogate escape
-  (``"\\ud800"``); a JSON object at the top level.
+  (``"\\ud800"``); a JSON object at the top level;
+- under ``/v1/`` a body whose values fit the route's ``data`` type only by a lax
+  conversion (``"30"`` for an integer) -> 422 ``validation_error``
+  (:func:`check_body_types`).
 
 A refused request is answered here, with problem+json, and never reaches the app.
 An accepted one is replayed byte for byte, so Litestar's typed bodies (and the
@@ -62,6 +65,7 @@ __all__ = [
     "MAX_DEPTH",
     "BodyRefused",
     "StrictJSONBodyMiddleware",
+    "check_body_types",
     "check_json_body",
     "recursion_error_handler",
     "strict_json_bodies",
@@ -239,6 +243,49 @@ def check_json_body(
         _refuse("the request body has an unpaired UTF-16 surrogate escape")
 
 
+#: A JSON path of field names and indexes only (msgspec writes a dict key as ``[...]``).
+_SAFE_PATH = re.compile(r"\$(?:\.[A-Za-z_][A-Za-z0-9_]{0,63}|\[(?:\d{1,7}|\.\.\.)\]){0,16}")
+#: A route handler -> the type of its ``data`` body (None: it takes none).
+_BODY_TYPES: dict[int, object] = {}
+
+
+def _body_type(handler: object) -> object:
+    key = id(handler)
+    if key not in _BODY_TYPES:
+        field = getattr(handler, "parsed_data_field", None)
+        _BODY_TYPES[key] = None if field is None else field.annotation
+    return _BODY_TYPES[key]
+
+
+def check_body_types(body: bytes, handler: object) -> None:
+    """Raise ``BodyRefused`` (422 ``validation_error``) when ``body`` fits
+    ``handler``'s ``data`` type only by a conversion of its JSON types.
+
+    Litestar converts a body to its type with msgspec's lax rules (``strict=False``,
+    meant for query and path strings), which take ``"30"`` or ``30.0`` for an integer
+    and ``"true"`` for a boolean. A body is JSON, so its types are the client's: it is
+    decoded to the same type with ``strict=True`` here. A body that fails the lax rules
+    too is left to Litestar, whose validation names a bad parameter before a bad body
+    (:func:`validation_exception_handler`). The detail names the JSON path and the
+    expected type, as that handler does, never the value.
+    """
+    data_type = _body_type(handler)
+    if data_type is None:
+        return
+    try:
+        msgspec.json.decode(body, type=data_type, strict=True)
+    except msgspec.ValidationError as exc:
+        try:
+            msgspec.json.decode(body, type=data_type, strict=False)
+        except msgspec.ValidationError:
+            return  # refused by Litestar in its own order
+        match = _AT_PATH.search(str(exc))
+        path = "$" + match.group("path") if match else "$"
+        if not _SAFE_PATH.fullmatch(path):  # a key the client chose stays out of the detail
+            path = "$"
+        raise BodyRefused("validation_error", f"{path}: {_safe_message(str(exc))}") from None
+
+
 # ---------------------------------------------------------------------------
 # The middleware
 
@@ -298,6 +345,7 @@ class StrictJSONBodyMiddleware:
             if body and is_json_api:
                 self._check_media_type(scope)
                 check_json_body(body, max_depth=self.max_depth)
+                check_body_types(body, scope.get("route_handler"))
         except BodyRefused as refused:
             await _send_problem(send, refused)
             return
@@ -419,7 +467,7 @@ _SAFE_INVALID = frozenset(
 )
 # msgspec's type and constraint messages: types and schema bounds, never the value.
 _EXPECTED = re.compile(
-    r"Expected `\w+`"
+    r"Expected `\w+(?: \| \w+){0,4}`"
     r"(?:, got `\w+`"
     r"| (?:>=|<=|>|<) \S{1,40}"
     r"| that's a multiple of \S{1,40}"

@@ -449,6 +449,43 @@ async def test_a_value_with_a_trailing_newline_is_off_every_pattern(home: Platfo
         assert answers[1] == (400, "malformed_request"), (method, path, name, answers)
 
 
+async def test_a_body_of_the_wrong_json_types_is_refused_and_nothing_is_made(
+    home: Platform,
+) -> None:
+    """``"30"`` and ``30.0`` are not the integer the document declares (Litestar's lax
+    conversion would take both): 422 naming the path and type, no consent made."""
+    p = home
+    kbank = _bearer(await p.token("kbank", scope="consumer"))
+    consent = {
+        "subject": {"nid": BUYER_NID},
+        "purpose": "mortgage_screening",
+        "items": MORTGAGE_ITEMS,
+        "access": "standing",
+        "valid_days": 30,
+    }
+    cases = {
+        "$.valid_days: expected `int`, got `str`": {**consent, "valid_days": "30"},
+        "$.valid_days: expected `int`, got `float`": {**consent, "valid_days": 30.0},
+        "$.max_fetches: expected `int | null`, got `str`": {**consent, "max_fetches": "2"},
+    }
+    for detail, body in cases.items():
+        response = await p.http.post("/v1/consent-requests", json=body, headers=kbank)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "validation_error"
+        assert response.json()["detail"] == detail
+    mine = await p.http.get("/v1/me/consents", headers=p.citizen(BUYER_NID))
+    assert mine.json()["consents"] == []
+    nts = _bearer(await p.token("nts", scope="issuer"))
+    batch = {"records": [{"subject": {"nid": BUYER_NID}, "type": "income_certificate",
+                          "data": INCOME, "attestation": None}] * 2}  # fmt: skip
+    batch["records"][1] = {**batch["records"][1], "subject": {"nid": 9001011234567}}
+    refused = await p.http.post("/v1/records:batch", json=batch, headers=nts)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == "$.records[1].subject.nid: expected `str | null`, got `int`"
+    records = await p.http.get("/v1/me/records", headers=p.citizen(BUYER_NID))
+    assert "income_certificate" not in {r["type"] for r in records.json()["records"]}
+
+
 async def test_bodies_outside_their_documented_bounds_are_refused(home: Platform) -> None:
     p = home
     kbank = _bearer(await p.token("kbank", scope="consumer"))

@@ -498,6 +498,28 @@ def test_constraint_is_named(client: TestClient[Litestar]) -> None:
     assert body["detail"] == "$.purpose: expected `str` of length <= 16"
 
 
+@given(st.integers(min_value=-(2**53), max_value=2**53))
+def test_a_number_in_a_string_or_a_float_is_not_an_integer(
+    client: TestClient[Litestar], number: int
+) -> None:
+    """Litestar's lax conversion would take ``"7"`` and ``7.0`` for ``count: int``; a
+    JSON body's types are the client's (api.bodies.check_body_types)."""
+    for wrong, kind in ((str(number), "str"), (float(number), "float")):
+        response = client.post("/v1/things", json=good_thing(count=wrong))
+        body = assert_problem(response, 422, "validation_error")
+        assert body["detail"] == f"$.count: expected `int`, got `{kind}`"
+    assert client.post("/v1/things", json=good_thing(count=number)).status_code == 200
+
+
+def test_a_dict_value_converted_only_by_lax_rules_is_refused_with_its_path(
+    client: TestClient[Litestar],
+) -> None:
+    body_json = {"purpose": "p", "items": [], "data": {"metadata": {"k": "12"}}}
+    response = client.post("/v1/consents", json=body_json)
+    body = assert_problem(response, 422, "validation_error")
+    assert body["detail"] == "$.data.metadata[...]: expected `int`, got `str`"
+
+
 def test_path_with_data_segments_is_right(client: TestClient[Litestar]) -> None:
     # Litestar's own key drops every "data." ("$.data.metadata[...]" -> "metadata[...]").
     body_json = {"purpose": "p", "items": [], "data": {"metadata": {"k": CANARY}}}
@@ -534,6 +556,13 @@ def test_bad_query_and_bad_body_together_is_400(client: TestClient[Litestar]) ->
     ) -> dict[str, int]:
         return {"limit": limit}
 
+    # Litestar's own validation names the parameter first...
+    app = Litestar([both], exception_handlers={ValidationException: validation_exception_handler})
+    with TestClient(app) as test_client:
+        response = test_client.post("/v1/both?limit=0", json=good_thing(foo=CANARY))
+    body = assert_problem(response, 400, "malformed_request")
+    assert body["detail"] == "query parameter 'limit': expected `int` >= 1"
+    # ...and so it does behind the middleware.
     app = Litestar(
         [both],
         middleware=[strict_json_bodies()],
@@ -541,8 +570,12 @@ def test_bad_query_and_bad_body_together_is_400(client: TestClient[Litestar]) ->
     )
     with TestClient(app) as test_client:
         response = test_client.post("/v1/both?limit=0", json=good_thing(foo=CANARY))
-    body = assert_problem(response, 400, "malformed_request")
-    assert body["detail"] == "query parameter 'limit': expected `int` >= 1"
+        body = assert_problem(response, 400, "malformed_request")
+        assert body["detail"] == "query parameter 'limit': expected `int` >= 1"
+        # A body whose JSON types are wrong only by a conversion is the middleware's.
+        response = test_client.post("/v1/both?limit=0", json=good_thing(count="1"))
+    body = assert_problem(response, 422, "validation_error")
+    assert body["detail"] == "$.count: expected `int`, got `str`"
 
 
 def test_typed_bodies_stay_in_the_openapi_document(client: TestClient[Litestar]) -> None:
