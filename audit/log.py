@@ -502,10 +502,12 @@ class AuditLog:
         citizen_id: str | None = None,
         client_id: str | None = None,
         action: str | None = None,
-    ) -> list[StoredEntry]:
+    ) -> tuple[list[StoredEntry], int | None]:
         """An auditor's page of entries, oldest first with ``seq > after``, filtered by
-        citizen, client and action. A query about one citizen is itself audited
-        (``audit.queried``): its entry commits before anything is read."""
+        citizen, client and action, and the seq of the query's own entry: a query about
+        one citizen is itself audited (``audit.queried``), its entry committed before
+        anything is read (None for any other query)."""
+        seq: int | None = None
         if citizen_id is not None:
             draft = EntryDraft(
                 action="audit.queried",
@@ -519,10 +521,12 @@ class AuditLog:
             async def work() -> tuple[None, list[EntryDraft]]:
                 return None, [draft]
 
-            await self.run(work)
-        return await self.repo.entries(
+            _, (entry,) = await self.run(work)
+            seq = entry.seq
+        found = await self.repo.entries(
             after=after, limit=limit, citizen_id=citizen_id, client_id=client_id, action=action
         )
+        return found, seq
 
     # -- a citizen's view (DESIGN: "who read what, when, why") -----------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Request, get
+from litestar import Request, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import Parameter
 
@@ -34,6 +34,11 @@ SEQ = Annotated[
 LIMIT = Annotated[int, Parameter(ge=1, le=1000)]
 FILTER = Annotated[
     str | None, Parameter(required=False, max_length=128, pattern=whole(r"[A-Za-z0-9_.:-]+"))
+]
+#: A citizen filter is a citizen id (DESIGN section 3): the query's own entry keeps it
+#: for good, so a national id pasted into it by mistake is refused (400) before that.
+CITIZEN_FILTER = Annotated[
+    str | None, Parameter(required=False, max_length=30, pattern=whole(r"cit_[a-z2-7]{26}"))
 ]
 #: A leaf index, and a tree size (the tree's current size bounds both further: 400).
 INDEX = Annotated[int, Parameter(ge=0, le=MAX_SEQ)]
@@ -67,12 +72,13 @@ async def entries(
     principal: NamedDependency[AccessPrincipal],
     after: SEQ = None,
     limit: LIMIT = 100,
-    citizen_id: FILTER = None,
+    citizen_id: CITIZEN_FILTER = None,
     client_id: FILTER = None,
     action: FILTER = None,
-) -> dict[str, Any]:
-    """Entries oldest first with ``seq > after``; a citizen-filtered query is itself audited."""
-    found = await runtime_of(request).audit.auditor_entries(
+) -> Response[dict[str, Any]]:
+    """Entries oldest first with ``seq > after``; a citizen-filtered query is itself
+    audited, and its answer carries that entry's ``X-Audit-Seq``."""
+    found, seq = await runtime_of(request).audit.auditor_entries(
         auditor_id=principal.client.client_id,
         request_id=request_id(request),
         after=after,
@@ -81,11 +87,12 @@ async def entries(
         client_id=client_id,
         action=action,
     )
-    return {
+    body = {
         "entries": [entry_json(e) for e in found],
         "next": found[-1].seq if found else (after if after is not None else 0),
         "tree_size": await _tree_size(request),
     }
+    return Response(body, headers={} if seq is None else {"X-Audit-Seq": str(seq)})
 
 
 def _check_size(size: int, current: int, what: str) -> None:

@@ -227,13 +227,23 @@ async def test_proof_endpoints(home: Platform) -> None:
     citizen_id = next(
         e["entry"]["citizen_id"] for e in reversed(page["entries"]) if e["entry"]["citizen_id"]
     )
-    await p.http.get(f"/v1/audit/entries?citizen_id={citizen_id}", headers=auth)
+    filtered = await p.http.get(f"/v1/audit/entries?citizen_id={citizen_id}", headers=auth)
+    assert filtered.status_code == 200
     queried = (await p.http.get("/v1/audit/entries?action=audit.queried", headers=auth)).json()[
         "entries"
     ]
     assert [(e["entry"]["citizen_id"], e["entry"]["client_id"]) for e in queried] == [
         (citizen_id, "bai")
     ]
+    assert filtered.headers["x-audit-seq"] == str(queried[0]["seq"])
+    assert "x-audit-seq" not in (await p.http.get("/v1/audit/entries", headers=auth)).headers
+    # Anything but a citizen id (a national id pasted by mistake) is refused before the
+    # query's entry could keep it.
+    size = (await p.runtime.audit.state()).size
+    for wrong in ("900101-1234567", "9001011234567", citizen_id.upper(), citizen_id + "a"):
+        bad = await p.http.get("/v1/audit/entries", params={"citizen_id": wrong}, headers=auth)
+        assert (bad.status_code, bad.json()["code"]) == (400, "malformed_request"), wrong
+    assert (await p.runtime.audit.state()).size == size
     checkpoint = (await p.http.get("/v1/audit/checkpoint")).json()
     assert set(checkpoint) == {"tree_size", "root_hash", "timestamp", "jws"}
 

@@ -19,11 +19,12 @@ def log(database: Database) -> AuditLog:
 
 async def test_a_query_about_one_citizen_is_audited_before_it_reads(log: AuditLog) -> None:
     seqs = await logged(log, [read(ANN), put(BOB), put(ANN)])
-    page = await log.auditor_entries(
+    page, own = await log.auditor_entries(
         auditor_id="auditor1", request_id="req_q1", after=None, limit=10, citizen_id=ANN
     )
     # Ann's two entries, then the entry of this very query (committed before the read).
     assert [e.seq for e in page] == [seqs[0], seqs[2], seqs[2] + 1]
+    assert own == seqs[2] + 1  # the answer's X-Audit-Seq
     queried = page[-1].entry
     assert queried["action"] == "audit.queried"
     assert queried["outcome"] == "ok"
@@ -36,13 +37,16 @@ async def test_a_query_about_one_citizen_is_audited_before_it_reads(log: AuditLo
 
 async def test_other_queries_are_not_audited_and_filters_combine(log: AuditLog) -> None:
     seqs = await logged(log, [read(ANN), put(BOB), read(BOB), put(None)])
-    every = await log.auditor_entries(auditor_id="auditor1", request_id=None, after=None, limit=10)
+    every, own = await log.auditor_entries(
+        auditor_id="auditor1", request_id=None, after=None, limit=10
+    )
     assert [e.seq for e in every] == seqs
-    reads = await log.auditor_entries(
+    assert own is None
+    reads, _ = await log.auditor_entries(
         auditor_id="auditor1", request_id=None, after=seqs[0], limit=10, action="data.read"
     )
     assert [e.seq for e in reads] == [seqs[2]]
-    by_client = await log.auditor_entries(
+    by_client, _ = await log.auditor_entries(
         auditor_id="auditor1", request_id=None, after=None, limit=1, client_id="kbank"
     )
     assert [e.seq for e in by_client] == [seqs[0]]
