@@ -372,7 +372,13 @@ class ConsentService:
             return ConsentExhausted("the consent's fetches are used up"), []
         fetch_count, status = counted
         consent = grant.consent.counted(fetch_count, status)
-        if status == Status.EXHAUSTED:
+        if status == Status.EXHAUSTED:  # a transition: an entry and the client's event
+            await self.events.add(
+                client_id=consent.client_id,
+                type="consent.exhausted",
+                consent_id=consent.consent_id,
+                at=now,
+            )
             return consent, [
                 self._entry(Actor("system", "fetch-limit"), "consent.exhausted", consent)
             ]

@@ -257,6 +257,13 @@ async def test_once_consent_and_statute_and_narrowing(home: Platform) -> None:
     )
     assert (second.status_code, second.json()["code"]) == (403, "consent_exhausted")
     assert "x-audit-seq" in second.headers
+    # The bank hears of it in its event feed, once, as of every consent.* transition.
+    feed = await p.http.get(
+        "/v1/events", headers={"Authorization": f"Bearer {await p.token('kbank')}"}
+    )
+    mine = [(e["type"], e["consent_id"]) for e in feed.json()["events"]]
+    assert mine[-1] == ("consent.exhausted", consent_id)
+    assert mine.count(("consent.exhausted", consent_id)) == 1
     # And no new token can be bound to it.
     refused = await p.http.post(
         "/oauth/token", data=p.clients["kbank"].token_form(p.issuer, consent_id=consent_id)
