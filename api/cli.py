@@ -152,6 +152,11 @@ async def _check_ready_to_serve(settings: Settings, *, accept_rollback: bool) ->
         await database.close()
 
 
+def _kek_inside_data_dir(settings: Settings) -> bool:
+    """Whether the local KEK lives in the data dir (DESIGN section 4: ``serve`` warns)."""
+    return settings.kek_dir.resolve().is_relative_to(settings.data_dir.resolve())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(
         data_dir_flag=args.data_dir, host=args.host, port=args.port, workers=args.workers
@@ -175,6 +180,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if reapplied:
         print(f"re-applied {reapplied} erasure(s) from the ledger", flush=True)
 
+    if settings.key_provider == "local" and _kek_inside_data_dir(settings):
+        print(
+            f"warning: the KEK directory {settings.kek_dir} is inside the data dir, so a copy "
+            "of the data dir holds the keys that open it: fine for development; in "
+            "production set ONCEVAULT_KEK_DIR outside the data dir and its backups",
+            file=sys.stderr,
+            flush=True,
+        )
     os.environ.update(settings.as_environment())
     metrics.clear(settings.data_dir / metrics.METRICS_DIR)  # the counters start with the server
     base = f"http://{settings.host}:{settings.port}"

@@ -87,6 +87,28 @@ def test_serve_answers_health_and_readiness(tmp_path: Path) -> None:
     assert "app.stopped" in server.log()  # graceful shutdown ran the lifespan
 
 
+WARNING = "warning: the KEK directory"
+
+
+def test_serve_warns_when_the_kek_is_inside_the_data_dir(tmp_path: Path) -> None:
+    """DESIGN section 4: in production the KEK lives outside the data dir and its
+    backups, and ``serve`` warns when it does not (the embedded default does not)."""
+    data_dir = tmp_path / "data"
+    assert run_cli("init", "--data-dir", str(data_dir)).returncode == 0
+    with ServerProcess(data_dir) as server:
+        pass
+    assert WARNING in server.log()
+    assert "ONCEVAULT_KEK_DIR outside the data dir" in server.log()
+
+    apart = tmp_path / "apart"
+    env = clean_env(ONCEVAULT_KEK_DIR=str(tmp_path / "kek"))
+    assert run_cli("init", "--data-dir", str(apart), env=env).returncode == 0
+    assert list((tmp_path / "kek").glob("kek.*"))
+    with ServerProcess(apart, env=env) as server:
+        pass
+    assert WARNING not in server.log()
+
+
 def _readyz_answers(metrics: str) -> int:
     line = 'oncevault_http_requests_total{method="GET",route="/readyz",status="200"} '
     return sum(int(row[len(line) :]) for row in metrics.splitlines() if row.startswith(line))
