@@ -636,14 +636,16 @@ class ReplayRepository:
         )
         return bool(rows)
 
-    async def revoke(self, jti: str, expires_at: int) -> None:
-        async with self.db.transaction():
-            await self.db.execute(
-                "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)"
-                " ON CONFLICT (jti) DO NOTHING",
-                jti,
-                expires_at,
-            )
+    async def revoke_here(self, jti: str, expires_at: int) -> bool:
+        """Revoke an access token's ``jti`` inside the caller's transaction (a
+        group-committed unit); False when it was revoked already."""
+        rows = await self.db.fetch(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)"
+            " ON CONFLICT (jti) DO NOTHING RETURNING jti",
+            jti,
+            expires_at,
+        )
+        return bool(rows)
 
 
 class EventRepository:

@@ -556,8 +556,9 @@ class TokenService:
 
     # -- revocation (RFC 7009) --------------------------------------------------------------------
 
-    async def revoke(self, form: Mapping[str, str]) -> None:
-        """Revoke one of the authenticated client's own access tokens.
+    async def revoke(self, form: Mapping[str, str], *, request_id: str | None = None) -> None:
+        """Revoke one of the authenticated client's own access tokens, with a
+        ``token.revoked`` entry in the same unit.
 
         Per RFC 7009 an unknown or foreign token is not an error: nothing happens.
         """
@@ -577,4 +578,13 @@ class TokenService:
         jti, exp = claims.get("jti"), _int_claim(claims, "exp")
         if claims.get("client_id") != client.client_id or not isinstance(jti, str) or exp is None:
             return
-        await self.replay.revoke(jti, exp * 1000)
+        consent_id = claims.get("consent_id")
+
+        async def work() -> tuple[None, list[EntryDraft]]:
+            # A state change, so an entry (DESIGN section 7); revoking again changes nothing.
+            if not await self.replay.revoke_here(jti, exp * 1000):
+                return None, []
+            bound = consent_id if isinstance(consent_id, str) else None
+            return None, [self._draft(client, "token.revoked", bound, None, request_id, "ok")]
+
+        await self.audit.run(work)

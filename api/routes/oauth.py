@@ -187,7 +187,7 @@ async def revoke(request: Request[Any, Any, Any]) -> Response[Any]:
     runtime = runtime_of(request)
     assert runtime.tokens is not None
     try:
-        await runtime.tokens.revoke(await _form(request))
+        await runtime.tokens.revoke(await _form(request), request_id=request_id(request))
     except OAuthError as exc:
         return _oauth_error(exc)
     except HTTPException:

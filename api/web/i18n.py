@@ -253,6 +253,7 @@ STRINGS: Final[Mapping[str, tuple[str, str]]] = {
     "action.consent.exhausted": ("제공 완료", "Consent used up"),
     "action.token.issued": ("접근 토큰 발급", "Access token issued"),
     "action.token.refused": ("접근 토큰 거부", "Access token refused"),
+    "action.token.revoked": ("접근 토큰 폐기", "Access token revoked"),
     "action.audit.queried": ("감사인 조회", "Audit query"),
     "action.erasure.reapplied": ("삭제 재적용", "Erasure re-applied"),
     "action.suggestion.created": ("서비스 제안", "Service suggested"),

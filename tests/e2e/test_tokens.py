@@ -165,10 +165,32 @@ async def test_citizen_token_and_revoked_jti(platform: Platform) -> None:
     form = platform.clients["kbank"].token_form(platform.issuer)
     form.pop("grant_type")
     form["token"] = token
+    size = (await platform.runtime.audit.state()).size
     revoked = await platform.http.post("/oauth/revoke", data=form)
     assert revoked.status_code == 200
     status, body, _ = await _status(platform, token)
     assert (status, body["code"]) == (401, "invalid_token")
+    # The revocation is a state change: one entry, committed with it (DESIGN section 7).
+    entry = await platform.runtime.audit.repo.entry(size)
+    assert entry is not None
+    assert {k: entry.entry[k] for k in ("action", "actor", "client_id", "outcome")} == {
+        "action": "token.revoked",
+        "actor": {"type": "client", "id": "kbank"},
+        "client_id": "kbank",
+        "outcome": "ok",
+    }
+    assert entry.entry["request_id"] == revoked.headers["x-request-id"]
+    # Revoking it again, or a token that is not kbank's, changes nothing: no entry.
+    after = (await platform.runtime.audit.state()).size
+    again = platform.clients["kbank"].token_form(platform.issuer)
+    again.pop("grant_type")
+    again["token"] = token
+    assert (await platform.http.post("/oauth/revoke", data=again)).status_code == 200
+    foreign = platform.clients["nts"].token_form(platform.issuer)
+    foreign.pop("grant_type")
+    foreign["token"] = await platform.token("kbank")
+    assert (await platform.http.post("/oauth/revoke", data=foreign)).status_code == 200
+    assert (await platform.runtime.audit.state()).size == after + 1  # kbank's token.issued
 
 
 async def _token_error(platform: Platform, form: dict[str, str]) -> tuple[int, str]:
