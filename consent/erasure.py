@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from consent.models import DAY_MS
+from consent.models import DAY_MS, Consent
 from consent.service import ConsentService, iso
 from vault.models import new_id
 from vault.service import Actor, VaultService
@@ -73,14 +73,28 @@ class ErasureService:
         return kept
 
     async def erase_citizen(self, *, citizen_id: str, actor: Actor) -> ErasureOutcome:
+        """Withdraw every consent, hold what statute retains, shred the rest.
+
+        Nothing changes before the erasure ledger (outside the database) has the entry:
+        a ledger or key provider that does not answer fails the request with every
+        consent as it was, instead of withdrawn with nothing shredded.
+        """
         now = self.consents.clock.now_ms()
-        withdrawn = await self.consents.withdraw_all(citizen_id=citizen_id, actor=actor)
         kept = await self._retained(citizen_id, now)
-        for hold in kept:
-            async with self.vault.db.transaction():
-                await self.vault.repo.add_hold(citizen_id, hold.type, hold.until)
+        withdrawn: list[Consent] = []
+
+        async def withdraw_and_hold() -> None:
+            withdrawn.extend(await self.consents.withdraw_all(citizen_id=citizen_id, actor=actor))
+            for hold in kept:
+                async with self.vault.db.transaction():
+                    await self.vault.repo.add_hold(citizen_id, hold.type, hold.until)
+
         result = await self.vault.erase(
-            citizen_id=citizen_id, types=None, actor=actor, keep=[k.type for k in kept]
+            citizen_id=citizen_id,
+            types=None,
+            actor=actor,
+            keep=[k.type for k in kept],
+            after_ledger=withdraw_and_hold,
         )
         payload: dict[str, Any] = {
             "receipt_id": new_id("ers"),

@@ -892,11 +892,15 @@ class VaultService:
         types: Sequence[str] | None,
         actor: Actor,
         keep: Sequence[str] = (),
+        after_ledger: Callable[[], Awaitable[None]] | None = None,
     ) -> ErasureResult:
         """Crypto-shred ``types`` (all the citizen's types when None) except ``keep``.
 
         The ledger entry is written (and fsynced) first, outside the database, so a
         database restored from before this moment is shredded again at start-up.
+        ``after_ledger`` runs once that entry is written and before the shredding: what
+        the erasure changes besides (a citizen's consents withdrawn) waits for the
+        ledger, so a ledger that does not answer leaves nothing changed.
         """
         present = await self.repo.types_of(citizen_id)
         wanted = present if types is None else [t for t in types if t in present]
@@ -906,6 +910,8 @@ class VaultService:
         await self.ledger.append_erasure(
             {"citizen_id": citizen_id, "types": doomed, "at": at, "index_removed": index_removed}
         )
+        if after_ledger is not None:
+            await after_ledger()
         dek_ids = await self._apply_erasure(
             citizen_id, doomed, at, index_removed=index_removed, actor=actor, action="record.erased"
         )

@@ -12,6 +12,7 @@ import pytest
 from tests.e2e.conftest import Platform
 from tests.helpers.clients import TestClient
 from tests.helpers.home import BUYER_NID, CONTRACT, INCOME, MORTGAGE_ITEMS, TITLE
+from vault.errors import KeyProviderUnavailable
 
 
 @pytest.fixture
@@ -502,3 +503,39 @@ async def test_dpop_bound_reads_record_the_proof_inside_the_read(home: Platform)
         response = await p.http.get("/v1/data/income_certificate", headers=refused)
         assert response.status_code == 401
     assert (await p.runtime.audit.state()).size == before
+
+
+async def test_an_erasure_the_ledger_cannot_record_changes_nothing(
+    home: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DELETE /v1/me with the erasure ledger (outside the database) not answering: 503,
+    and every consent still as it was, not withdrawn with nothing shredded. Retried
+    once the ledger answers, the erasure completes."""
+    p = home
+    await _issue(p, "nts", "income_certificate", INCOME)
+    consent_id = await _approved(p)
+    ledger = p.runtime.vault.ledger  # type: ignore[union-attr]
+    real = ledger.append_erasure
+
+    async def down(entry: Any) -> None:
+        raise KeyProviderUnavailable("the ledger does not answer")
+
+    monkeypatch.setattr(ledger, "append_erasure", down)
+    size = (await p.runtime.audit.state()).size
+    refused = await p.http.delete("/v1/me", headers=p.citizen(BUYER_NID))
+    assert (refused.status_code, refused.json()["code"]) == (503, "kms_unavailable")
+    assert "retry-after" in refused.headers
+    consents = await p.http.get("/v1/me/consents", headers=p.citizen(BUYER_NID))
+    assert [(c["consent_id"], c["status"]) for c in consents.json()["consents"]] == [
+        (consent_id, "active")
+    ]
+    assert (await _read(p, consent_id)).status_code == 200  # still served
+    assert (await p.runtime.audit.state()).size == size + 2  # that read and its token
+    monkeypatch.setattr(ledger, "append_erasure", real)
+    erased = await p.http.delete("/v1/me", headers=p.citizen(BUYER_NID))
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["erased"] == ["income_certificate"]
+    status = await p.runtime.database.fetch_values(
+        "SELECT status FROM consents WHERE consent_id = $1", consent_id
+    )
+    assert [tuple(row) for row in status] == [("revoked",)]
