@@ -15,6 +15,7 @@ from litestar.datastructures import State
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 
+from api.auth import audit_late_refusal
 from api.bodies import recursion_error_handler, strict_json_bodies, validation_exception_handler
 from api.db import require_migrated
 from api.errors import EXCEPTION_HANDLERS, problem
@@ -193,6 +194,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Lites
         lifespan=[lifespan],
         # request id outermost; the consented reads answered right inside it
         middleware=[RequestIdMiddleware, ConsentedReads, strict_json_bodies(), AllowMiddleware],
+        after_exception=[audit_late_refusal],
         exception_handlers={
             **EXCEPTION_HANDLERS,
             ValidationException: validation_exception_handler,

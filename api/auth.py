@@ -9,7 +9,10 @@ on the next request); the consented reads read them inside their own unit.
 A refusal to an authenticated client (403 ``forbidden``, 429 ``rate_limited``) is
 audited (DESIGN section 7) as a ``denied`` entry of the action the route performs,
 declared by every client route as ``opt={"audit_action": ...}``; a 401 is not (the
-caller is not known).
+caller is not known). Any later refusal to a caller once known (a 4xx the route or a
+service raises without an entry of its own, a bad parameter included) is audited the
+same way by :func:`audit_late_refusal`, Litestar's ``after_exception`` hook, for
+clients and signed-in citizens alike.
 """
 
 from __future__ import annotations
@@ -18,16 +21,38 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from litestar import Request
+from litestar.exceptions import ValidationException
+from litestar.types import Scope
 
+from api.bodies import validation_problem
+from api.errors import STATUS
 from api.idp import CitizenAuthError, CitizenPrincipal, require_fresh
 from api.runtime import Runtime
 from audit.models import EntryDraft, safe_token
 from consent.tokens import AccessPrincipal, Forbidden, SignedToken
 from vault.errors import OncevaultError
 
-#: The route option naming the action a client route's refusals are audited as.
+log = structlog.get_logger(__name__)
+
+#: The route option naming the action a route's refusals are audited as.
 AUDIT_ACTION = "audit_action"
+#: The action of a refusal on a route that declares none.
+REFUSED_ACTION = "request.refused"
+#: ``scope["state"]`` key of the caller, once its token is verified.
+CALLER = "caller"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request's refusals are audited as (DESIGN section 7: the caller is the
+    actor; a citizen's entries name the citizen's own id)."""
+
+    actor_type: str
+    actor_id: str
+    client_id: str | None = None
+    citizen_id: str | None = None
 
 
 def request_id(request: Request[Any, Any, Any]) -> str | None:
@@ -50,6 +75,8 @@ async def client_principal(request: Request[Any, Any, Any], role: str) -> Access
         htm=request.method,
         htu=runtime.settings.issuer + request.url.path,
     )
+    client_id = principal.client.client_id
+    request.scope.setdefault("state", {})[CALLER] = Caller("client", client_id, client_id)
     try:
         principal.require(role)
         await enforce_rate_limit(runtime, principal.client.client_id, "api")
@@ -195,4 +222,59 @@ async def citizen_context(request: Request[Any, Any, Any]) -> CitizenContext:
         raise CitizenAuthError("missing citizen token")
     principal = runtime.citizens.verify(token, now=runtime.clock.now_ms() // 1000)
     citizen_id = await runtime.vault.resolve(principal.subject)
+    caller = Caller("citizen", citizen_id, citizen_id=citizen_id)
+    request.scope.setdefault("state", {})[CALLER] = caller
     return CitizenContext(principal=principal, citizen_id=citizen_id)
+
+
+def _refusal_code(exc: BaseException) -> str | None:
+    """The problem code of ``exc`` when it is answered as a refusal (a 4xx), else None
+    (a 5xx is the platform's failure, not a refusal)."""
+    if isinstance(exc, OncevaultError):
+        status = STATUS.get(exc.code, STATUS["internal_error"])[0]
+        return exc.code if 400 <= status < 500 else None
+    if isinstance(exc, ValidationException):
+        return validation_problem(exc)[0]
+    return None
+
+
+async def audit_late_refusal(exc: BaseException, scope: Scope) -> None:
+    """Litestar's ``after_exception`` hook: a refusal to a known caller that no service
+    audited gets its ``denied`` entry, as the route's action, before it is answered
+    (the exception then carries ``audit_seq``: the answer's ``X-Audit-Seq``).
+
+    If the entry cannot be written (the database is down), the refusal is answered
+    all the same and the failure logged: a refusal releases nothing.
+    """
+    state = scope.get("state") or {}
+    caller = state.get(CALLER)
+    if not isinstance(caller, Caller) or getattr(exc, "audit_seq", None) is not None:
+        return
+    code = _refusal_code(exc)
+    if code is None:
+        return
+    handler = scope.get("route_handler")
+    opt = getattr(handler, "opt", None) or {}
+    action = str(opt.get(AUDIT_ACTION, REFUSED_ACTION))
+    draft = EntryDraft(
+        action=action,
+        actor_type=caller.actor_type,  # type: ignore[arg-type]
+        actor_id=caller.actor_id,
+        outcome="denied",
+        citizen_id=caller.citizen_id,
+        client_id=caller.client_id,
+        items=() if action == "data.read" else None,
+        reason_code=code,
+        request_id=state.get("request_id"),
+    )
+    runtime: Runtime = scope["litestar_app"].state.runtime
+
+    async def work() -> tuple[None, list[EntryDraft]]:
+        return None, [draft]
+
+    try:
+        _, entries = await runtime.audit.run(work)
+    except OncevaultError as failure:  # the database: the refusal goes out unaudited
+        log.warning("refusal.not_audited", code=code, error=failure.code)
+        return
+    setattr(exc, "audit_seq", entries[0].seq)  # noqa: B010 - ValidationException has none

@@ -526,15 +526,25 @@ def _body_path(cause: BaseException | None) -> str | None:
 def validation_exception_handler(
     _: Request[Any, Any, Any], exc: ValidationException
 ) -> Response[Any]:
-    """422 ``validation_error`` for body schema errors, 400 ``malformed_request`` for the rest."""
+    """422 ``validation_error`` for body schema errors, 400 ``malformed_request`` for the
+    rest; with ``X-Audit-Seq`` when the refusal was audited (an authenticated caller's:
+    :func:`api.auth.audit_late_refusal`)."""
+    code, detail = validation_problem(exc)
+    seq = getattr(exc, "audit_seq", None)
+    headers = {"X-Audit-Seq": str(seq)} if isinstance(seq, int) else None
+    return problem(code, detail, headers=headers)
+
+
+def validation_problem(exc: ValidationException) -> tuple[str, str]:
+    """The problem code and detail :func:`validation_exception_handler` answers."""
     entries = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
     params = [e for e in entries if e.get("source") != "body"]
     if not entries:
         match = _MISSING_PARAM.match(str(exc.detail))
         if match and _SAFE_NAME.fullmatch(match.group("name")):
             label = _PARAM_LABELS.get(match.group("kind"), match.group("kind") + " parameter")
-            return problem("malformed_request", f"missing required {label} '{match.group('name')}'")
-        return problem("malformed_request", "the request is malformed")
+            return ("malformed_request", f"missing required {label} '{match.group('name')}'")
+        return ("malformed_request", "the request is malformed")
     if params:
         details = []
         for entry in params[:10]:
@@ -543,12 +553,12 @@ def validation_exception_handler(
             key = str(entry.get("key", ""))
             name = f" '{key}'" if _SAFE_NAME.fullmatch(key) else ""
             details.append(f"{label}{name}: {_safe_message(str(entry.get('message', '')))}")
-        return problem("malformed_request", "; ".join(details))
+        return ("malformed_request", "; ".join(details))
     cause = exc.__cause__
     if isinstance(cause, msgspec.ValidationError) and str(cause) == (
         "Object missing required field `data`"
     ):
-        return problem("malformed_request", "a JSON request body is required")
+        return ("malformed_request", "a JSON request body is required")
     entry = entries[0]
     path = _body_path(cause)
     if path is None:  # no msgspec cause (another validator): Litestar's key, if plain
@@ -557,7 +567,7 @@ def validation_exception_handler(
         message = _safe_message(str(entry.get("message", "")))
     else:
         message = _safe_message(str(cause))
-    return problem("validation_error", f"{path}: {message}")
+    return ("validation_error", f"{path}: {message}")
 
 
 def recursion_error_handler(_: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:

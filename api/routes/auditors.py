@@ -175,7 +175,13 @@ async def checkpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return latest.as_json()
 
 
-@get("/v1/me/access-log", dependencies=CITIZEN, tags=["citizen"], responses=ENTRIES)
+@get(
+    "/v1/me/access-log",
+    dependencies=CITIZEN,
+    tags=["citizen"],
+    responses=ENTRIES,
+    opt={AUDIT_ACTION: "audit.queried"},
+)
 async def access_log(
     request: Request[Any, Any, Any],
     me: NamedDependency[CitizenContext],
@@ -192,7 +198,12 @@ async def access_log(
     }
 
 
-@get("/v1/me/access-log/{seq:int}/proof", dependencies=CITIZEN, tags=["citizen"])
+@get(
+    "/v1/me/access-log/{seq:int}/proof",
+    dependencies=CITIZEN,
+    tags=["citizen"],
+    opt={AUDIT_ACTION: "audit.queried"},
+)
 async def my_proof(
     request: Request[Any, Any, Any],
     seq: INDEX,

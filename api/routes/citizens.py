@@ -8,7 +8,7 @@ from litestar import Request, Response, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 
-from api.auth import CitizenContext, citizen_context, request_id, runtime_of
+from api.auth import AUDIT_ACTION, CitizenContext, citizen_context, request_id, runtime_of
 from api.openapi import success
 from api.responses import (
     CitizenConsent,
@@ -102,7 +102,12 @@ async def my_records(
     return RecordList(records=[_record(r) for r in await runtime.vault.list_records(me.citizen_id)])
 
 
-@get("/v1/me/records/{record_type:str}", dependencies=CITIZEN, tags=["citizen"])
+@get(
+    "/v1/me/records/{record_type:str}",
+    dependencies=CITIZEN,
+    tags=["citizen"],
+    opt={AUDIT_ACTION: "data.read"},
+)
 async def my_record(
     request: Request[Any, Any, Any], record_type: TYPE, me: NamedDependency[CitizenContext]
 ) -> Response[RecordWithData]:
@@ -135,6 +140,7 @@ async def my_record(
         201: success(RecordPut, "a new version was stored"),
         200: success(RecordPut, "content unchanged: the latest version"),
     },
+    opt={AUDIT_ACTION: "record.put"},
 )
 async def put_my_record(
     request: Request[Any, Any, Any],
@@ -152,7 +158,9 @@ async def put_my_record(
     return Response(body, status_code=201 if result.created else 200)
 
 
-@get("/v1/me/consents", dependencies=CITIZEN, tags=["citizen"])
+@get(
+    "/v1/me/consents", dependencies=CITIZEN, tags=["citizen"], opt={AUDIT_ACTION: "consent.viewed"}
+)
 async def my_consents(
     request: Request[Any, Any, Any], me: NamedDependency[CitizenContext], status: STATUS = None
 ) -> ConsentList:
@@ -184,6 +192,7 @@ async def _transition(
     dependencies=CITIZEN,
     tags=["citizen"],
     status_code=200,
+    opt={AUDIT_ACTION: "consent.approved"},
 )
 async def approve(
     request: Request[Any, Any, Any], consent_id: ID, me: NamedDependency[CitizenContext]
@@ -197,6 +206,7 @@ async def approve(
     dependencies=CITIZEN,
     tags=["citizen"],
     status_code=200,
+    opt={AUDIT_ACTION: "consent.rejected"},
 )
 async def reject(
     request: Request[Any, Any, Any], consent_id: ID, me: NamedDependency[CitizenContext]
@@ -210,6 +220,7 @@ async def reject(
     dependencies=CITIZEN,
     tags=["citizen"],
     status_code=200,
+    opt={AUDIT_ACTION: "consent.revoked"},
 )
 async def revoke(
     request: Request[Any, Any, Any], consent_id: ID, me: NamedDependency[CitizenContext]
@@ -218,7 +229,12 @@ async def revoke(
     return await _transition(request, me, consent_id, "revoke")
 
 
-@get("/v1/me/consents/{consent_id:str}/receipt", dependencies=CITIZEN, tags=["citizen"])
+@get(
+    "/v1/me/consents/{consent_id:str}/receipt",
+    dependencies=CITIZEN,
+    tags=["citizen"],
+    opt={AUDIT_ACTION: "consent.viewed"},
+)
 async def receipt(
     request: Request[Any, Any, Any],
     consent_id: ID,
@@ -232,7 +248,13 @@ async def receipt(
     return Receipt(receipt=found.jws, version=found.version)
 
 
-@delete("/v1/me", dependencies=CITIZEN, tags=["citizen"], status_code=200)
+@delete(
+    "/v1/me",
+    dependencies=CITIZEN,
+    tags=["citizen"],
+    status_code=200,
+    opt={AUDIT_ACTION: "record.erased"},
+)
 async def erase_me(request: Request[Any, Any, Any], me: NamedDependency[CitizenContext]) -> Erasure:
     """Erase me: revoke every pending and active consent, shred every erasable type,
     keep what a statute holds (type, until, reason), answer with a signed receipt.
@@ -285,6 +307,7 @@ async def my_suggestions(
     dependencies=CITIZEN,
     tags=["citizen"],
     status_code=200,
+    opt={AUDIT_ACTION: "consent.approved"},
 )
 async def accept_suggestion(
     request: Request[Any, Any, Any], suggestion_id: ID, me: NamedDependency[CitizenContext]

@@ -211,18 +211,19 @@ async def test_proof_endpoints(home: Platform) -> None:
         )
     for query in (
         "inclusion?seq=0&tree_size=0",
-        f"inclusion?seq=0&tree_size={size + 1}",
+        f"inclusion?seq=0&tree_size={size + 1000}",  # each refusal is an entry too
         f"inclusion?seq={size}&tree_size={size}",
         "inclusion?seq=0&tree_size=-1",
         "consistency?first=2&second=1",
         "consistency?first=0&second=1",
-        f"consistency?first=1&second={size + 5}",
+        f"consistency?first=1&second={size + 1000}",
         "consistency?first=-1&second=1",
         "inclusion?seq=0&tree_size=99999999999999999999",
         "inclusion?seq=x&tree_size=1",
     ):
         bad = await p.http.get(f"/v1/audit/proofs/{query}", headers=auth)
         assert (bad.status_code, bad.json()["code"]) == (400, "malformed_request"), query
+        assert "x-audit-seq" in bad.headers, query  # a refusal to a known caller
     # A citizen-filtered query is itself audited.
     citizen_id = next(
         e["entry"]["citizen_id"] for e in reversed(page["entries"]) if e["entry"]["citizen_id"]
@@ -232,18 +233,34 @@ async def test_proof_endpoints(home: Platform) -> None:
     queried = (await p.http.get("/v1/audit/entries?action=audit.queried", headers=auth)).json()[
         "entries"
     ]
+    refused = [e for e in queried if e["entry"]["outcome"] == "denied"]
+    assert len(refused) == 10  # the refused proof queries above, caller bai
+    assert {(e["entry"]["citizen_id"], e["entry"]["client_id"]) for e in refused} == {(None, "bai")}
+    queried = [e for e in queried if e["entry"]["outcome"] == "ok"]
     assert [(e["entry"]["citizen_id"], e["entry"]["client_id"]) for e in queried] == [
         (citizen_id, "bai")
     ]
     assert filtered.headers["x-audit-seq"] == str(queried[0]["seq"])
     assert "x-audit-seq" not in (await p.http.get("/v1/audit/entries", headers=auth)).headers
-    # Anything but a citizen id (a national id pasted by mistake) is refused before the
-    # query's entry could keep it.
+    # Anything but a citizen id (a national id pasted by mistake) is refused: the refusal
+    # is an entry of the caller's, and the value it was given is not in it.
     size = (await p.runtime.audit.state()).size
-    for wrong in ("900101-1234567", "9001011234567", citizen_id.upper(), citizen_id + "a"):
+    wrongs = ("900101-1234567", "9001011234567", citizen_id.upper(), citizen_id + "a")
+    for wrong in wrongs:
         bad = await p.http.get("/v1/audit/entries", params={"citizen_id": wrong}, headers=auth)
         assert (bad.status_code, bad.json()["code"]) == (400, "malformed_request"), wrong
-    assert (await p.runtime.audit.state()).size == size
+    leaves = await p.runtime.database.fetch_values(
+        "SELECT leaf FROM audit_entries WHERE seq >= $1 ORDER BY seq", size
+    )
+    assert len(leaves) == len(wrongs)
+    for (leaf,) in leaves:
+        entry = json.loads(bytes(leaf))
+        assert (entry["action"], entry["outcome"], entry["citizen_id"]) == (
+            "audit.queried",
+            "denied",
+            None,
+        )
+        assert not any(wrong.encode() in bytes(leaf) for wrong in wrongs)
     checkpoint = (await p.http.get("/v1/audit/checkpoint")).json()
     assert set(checkpoint) == {"tree_size", "root_hash", "timestamp", "jws"}
 

@@ -178,3 +178,122 @@ def test_every_client_route_names_the_action_its_refusals_are_audited_as(
         .replace("income_certificate", "{record_type:str}")
         for _, path, _, _ in ROUTES
     )
+
+
+# -- refusals once the caller is known (api.auth.audit_late_refusal) -----------------------
+
+BUYER = "900101-1234567"
+SELLER = "850505-2345678"
+
+
+async def _citizen_id(p: Platform, nid: str) -> str:
+    me = await p.http.get("/v1/me", headers=p.citizen(nid))
+    assert me.status_code == 200
+    return str(me.json()["citizen_id"])
+
+
+def assert_citizen_refusal(
+    entry: dict[str, Any], *, citizen_id: str, action: str, reason: str
+) -> None:
+    assert entry["action"] == action
+    assert entry["outcome"] == "denied"
+    assert entry["actor"] == {"type": "citizen", "id": citizen_id}
+    assert entry["citizen_id"] == citizen_id  # the caller's own
+    assert entry["reason_code"] == reason
+    assert entry["request_id"]
+    for field in ("client_id", "consent_id", "purpose", "record_type", "record_version"):
+        assert entry[field] is None, field  # nothing of an object the caller does not own
+    assert entry["items"] == ([] if action == "data.read" else None)
+
+
+async def test_a_citizens_refusals_are_audited_as_the_routes_action(platform: Platform) -> None:
+    """Another citizen's receipt (404), a missing record of one's own (404), approving
+    with a stale sign-in (401 once the citizen is known), a bad parameter (400): each
+    is one ``denied`` entry of the citizen's, answered with its ``X-Audit-Seq``."""
+    p = platform
+    kbank = {"Authorization": f"Bearer {await p.token('kbank', scope='consumer')}"}
+    asked = await p.http.post(
+        "/v1/consent-requests",
+        json={
+            "subject": {"nid": SELLER},
+            "purpose": "mortgage_screening",
+            "items": [{"type": "income_certificate", "fields": ["*"]}],
+            "access": "standing",
+            "valid_days": 30,
+        },
+        headers=kbank,
+    )
+    assert asked.status_code == 201, asked.text
+    sellers = asked.json()["consent_id"]
+    buyer = await _citizen_id(p, BUYER)
+    cases = [
+        ("GET", f"/v1/me/consents/{sellers}/receipt", {}, "consent.viewed", 404, "consent_not_found"),
+        ("GET", "/v1/me/records/income_certificate", {}, "data.read", 404, "record_not_found"),
+        ("GET", "/v1/me/consents?status=nonsense", {}, "consent.viewed", 400, "malformed_request"),
+        ("POST", f"/v1/me/consents/{sellers}/approve", {"fresh": False}, "consent.approved",
+         401, "insufficient_user_authentication"),
+        ("DELETE", "/v1/me", {"fresh": False}, "record.erased",
+         401, "insufficient_user_authentication"),
+    ]  # fmt: skip
+    for method, path, kw, action, status, code in cases:
+        size = (await p.runtime.audit.state()).size
+        response = await p.http.request(method, path, headers=p.citizen(BUYER, **kw))
+        assert (response.status_code, response.json()["code"]) == (status, code), path
+        seq = int(response.headers["x-audit-seq"])
+        assert (seq, (await p.runtime.audit.state()).size) == (size, size + 1), path
+        entry = await entry_at(p, seq)
+        assert_citizen_refusal(entry, citizen_id=buyer, action=action, reason=code)
+        assert sellers not in json.dumps(entry)
+
+
+async def test_a_clients_refusals_past_its_role_are_audited(platform: Platform) -> None:
+    """An issuer's record the policy refuses (422) and another client's consent (404)."""
+    p = platform
+    nts = {"Authorization": f"Bearer {await p.token('nts', scope='issuer')}"}
+    cases = [
+        (
+            "POST",
+            "/v1/records",
+            {"subject": {"nid": BUYER}, "type": "income_certificate", "data": {"x": 1}},
+            nts,
+            "nts",
+            "record.put",
+            (422, "validation_error"),
+        ),
+        (
+            "GET",
+            "/v1/consents/cns_aaaaaaaaaaaaaaaaaaaaaaaaaa",
+            None,
+            {"Authorization": f"Bearer {await p.token('kbank', scope='consumer')}"},
+            "kbank",
+            "consent.viewed",
+            (404, "consent_not_found"),
+        ),
+    ]
+    for method, path, body, headers, client_id, action, (status, code) in cases:
+        size = (await p.runtime.audit.state()).size
+        response = await p.http.request(method, path, json=body, headers=headers)
+        assert (response.status_code, response.json()["code"]) == (status, code), path
+        seq = int(response.headers["x-audit-seq"])
+        assert (await p.runtime.audit.state()).size == size + 1
+        entry = await entry_at(p, seq)
+        assert_refusal_entry(entry, action=action, client_id=client_id, reason=code)
+        assert BUYER not in json.dumps(entry)
+
+
+async def test_a_refusal_whose_entry_cannot_be_written_is_still_answered(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = platform
+    headers = p.citizen(BUYER)
+    await _citizen_id(p, BUYER)
+
+    async def down(*_: Any, **__: Any) -> Any:
+        from vault.errors import StorageError  # noqa: PLC0415
+
+        raise StorageError("database unavailable")
+
+    monkeypatch.setattr(p.runtime.audit, "run", down)
+    response = await p.http.get("/v1/me/records/income_certificate", headers=headers)
+    assert (response.status_code, response.json()["code"]) == (404, "record_not_found")
+    assert "x-audit-seq" not in response.headers

@@ -35,6 +35,12 @@ ISSUER = Actor("client", "nts", "req_issue")
 TYPE = "income_certificate"
 
 
+async def revoked(database: Database, jti: str) -> None:
+    """``jti`` on the revocation list (as ``POST /oauth/revoke`` puts it there)."""
+    async with database.transaction():
+        assert await ReplayRepository(database).revoke_here(jti, 2**40)
+
+
 @pytest.fixture(autouse=True)
 async def kbank(runtime: Runtime) -> None:
     """The reading client, registered: its live row is read inside every read."""
@@ -532,7 +538,7 @@ async def callers_of_a_batch(runtime: Runtime, database: Database) -> dict[str, 
     await runtime.clients.change(
         "dbank", actor=Actor("operator", "test"), reason="disabled", enabled=False
     )
-    await ReplayRepository(database).revoke("revoked-jti", 2**40)
+    await revoked(database, "revoked-jti")
     return {
         "good 1": signed(consent_id),
         "revoked": signed(consent_id, jti="revoked-jti"),
@@ -602,7 +608,7 @@ async def test_a_token_revoked_or_a_client_disabled_is_refused_on_the_next_read(
     consent_id = await citizen_with_consent(runtime, 61)
     token = signed(consent_id)
     assert isinstance(await read(runtime, consent_id, token=token), ReadResult)
-    await ReplayRepository(database).revoke(token.jti, 2**40)
+    await revoked(database, token.jti)
     assert codes([await read(runtime, consent_id, token=token)]) == ["invalid_token"]
     other = signed(consent_id)
     assert isinstance(await read(runtime, consent_id, token=other), ReadResult)
