@@ -27,6 +27,14 @@ from tests.helpers.clients import TestClient
 from tests.helpers.home import BUYER_NID, CONTRACT, INCOME, MORTGAGE_ITEMS, TITLE
 
 MAX_SEQ = 2**53 - 1
+#: The bank's standing consent request for the buyer's mortgage screening.
+MORTGAGE_REQUEST: dict[str, Any] = {
+    "subject": {"nid": BUYER_NID},
+    "purpose": "mortgage_screening",
+    "items": MORTGAGE_ITEMS,
+    "access": "standing",
+    "valid_days": 30,
+}
 ADDRESS = {
     "road_address": "서울특별시 마포구 월드컵북로 396",
     "detail": "101동",
@@ -146,13 +154,7 @@ async def test_every_success_status_answers_its_documented_body(home: Platform) 
 
     # consumers: a request (201), its duplicate (200), a statute consent (201, active)
     kbank = _bearer(await p.token("kbank", scope="consumer"))
-    request = {
-        "subject": {"nid": BUYER_NID},
-        "purpose": "mortgage_screening",
-        "items": MORTGAGE_ITEMS,
-        "access": "standing",
-        "valid_days": 30,
-    }
+    request = MORTGAGE_REQUEST
     created = await http.post("/v1/consent-requests", json=request, headers=kbank)
     assert check("POST", "/v1/consent-requests", created).status_code == 201
     duplicate = await http.post("/v1/consent-requests", json=request, headers=kbank)
@@ -458,13 +460,7 @@ async def test_a_body_of_the_wrong_json_types_is_refused_and_nothing_is_made(
     conversion would take both): 422 naming the path and type, no consent made."""
     p = home
     kbank = _bearer(await p.token("kbank", scope="consumer"))
-    consent = {
-        "subject": {"nid": BUYER_NID},
-        "purpose": "mortgage_screening",
-        "items": MORTGAGE_ITEMS,
-        "access": "standing",
-        "valid_days": 30,
-    }
+    consent = MORTGAGE_REQUEST
     cases = {
         "$.valid_days: expected `int`, got `str`": {**consent, "valid_days": "30"},
         "$.valid_days: expected `int`, got `float`": {**consent, "valid_days": 30.0},
@@ -493,13 +489,7 @@ async def test_bodies_outside_their_documented_bounds_are_refused(home: Platform
     kbank = _bearer(await p.token("kbank", scope="consumer"))
     nts = _bearer(await p.token("nts", scope="issuer"))
     citizen = p.citizen(BUYER_NID)
-    consent = {
-        "subject": {"nid": BUYER_NID},
-        "purpose": "mortgage_screening",
-        "items": MORTGAGE_ITEMS,
-        "access": "standing",
-        "valid_days": 30,
-    }
+    consent = MORTGAGE_REQUEST
     record = {"subject": {"nid": BUYER_NID}, "type": "income_certificate", "data": INCOME}
     cases: list[tuple[str, str, dict[str, Any], dict[str, str], str]] = [
         ("POST", "/v1/consent-requests", {**consent, "valid_days": 0}, kbank, "valid_days"),
