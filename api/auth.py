@@ -268,13 +268,9 @@ async def audit_late_refusal(exc: BaseException, scope: Scope) -> None:
         request_id=state.get("request_id"),
     )
     runtime: Runtime = scope["litestar_app"].state.runtime
-
-    async def work() -> tuple[None, list[EntryDraft]]:
-        return None, [draft]
-
     try:
-        _, entries = await runtime.audit.run(work)
+        seq = await runtime.audit.append_refusal(draft)
     except OncevaultError as failure:  # the database: the refusal goes out unaudited
         log.warning("refusal.not_audited", code=code, error=failure.code)
         return
-    setattr(exc, "audit_seq", entries[0].seq)  # noqa: B010 - ValidationException has none
+    setattr(exc, "audit_seq", seq)  # noqa: B010 - ValidationException has none

@@ -245,16 +245,13 @@ def check_json_body(
 
 #: A JSON path of field names and indexes only (msgspec writes a dict key as ``[...]``).
 _SAFE_PATH = re.compile(r"\$(?:\.[A-Za-z_][A-Za-z0-9_]{0,63}|\[(?:\d{1,7}|\.\.\.)\]){0,16}")
-#: A route handler -> the type of its ``data`` body (None: it takes none).
-_BODY_TYPES: dict[int, object] = {}
 
 
 def _body_type(handler: object) -> object:
-    key = id(handler)
-    if key not in _BODY_TYPES:
-        field = getattr(handler, "parsed_data_field", None)
-        _BODY_TYPES[key] = None if field is None else field.annotation
-    return _BODY_TYPES[key]
+    """The type of ``handler``'s ``data`` body, None when it takes none (Litestar keeps
+    the parsed field on the handler)."""
+    field = getattr(handler, "parsed_data_field", None)
+    return None if field is None else field.annotation
 
 
 def check_body_types(body: bytes, handler: object) -> None:

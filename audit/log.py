@@ -309,13 +309,17 @@ class AuditLog:
     async def record_refusal(self, draft: EntryDraft, error: E) -> E:
         """Append ``draft``, the ``denied`` entry of ``error``, in a unit of its own;
         returns ``error`` carrying the entry's seq."""
+        error.audit_seq = await self.append_refusal(draft)
+        return error
+
+    async def append_refusal(self, draft: EntryDraft) -> int:
+        """Append ``draft`` (a refusal's ``denied`` entry) in a unit of its own; its seq."""
 
         async def work() -> tuple[None, list[EntryDraft]]:
             return None, [draft]
 
         _, entries = await self.run(work)
-        error.audit_seq = entries[0].seq
-        return error
+        return entries[0].seq
 
     async def _drain(self) -> None:
         while self._queue:

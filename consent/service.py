@@ -117,7 +117,7 @@ class ConsentService:
         """Run a unit; raise the error it returned (with its entry's seq) after COMMIT."""
         value, entries = await self.audit.run(work)
         if isinstance(value, ConsentError | PolicyDenied):
-            if isinstance(value, ConsentError) and entries:
+            if entries:  # the refusal's own entry: no other may be appended for it
                 value.audit_seq = entries[-1].seq
             raise value
         return value

@@ -180,7 +180,7 @@ async def checkpoint(request: Request[Any, Any, Any]) -> dict[str, Any]:
     dependencies=CITIZEN,
     tags=["citizen"],
     responses=ENTRIES,
-    opt={AUDIT_ACTION: "audit.queried"},
+    opt={AUDIT_ACTION: "access_log.viewed"},
 )
 async def access_log(
     request: Request[Any, Any, Any],
@@ -202,7 +202,7 @@ async def access_log(
     "/v1/me/access-log/{seq:int}/proof",
     dependencies=CITIZEN,
     tags=["citizen"],
-    opt={AUDIT_ACTION: "audit.queried"},
+    opt={AUDIT_ACTION: "access_log.viewed"},
 )
 async def my_proof(
     request: Request[Any, Any, Any],

@@ -307,7 +307,7 @@ async def my_suggestions(
     dependencies=CITIZEN,
     tags=["citizen"],
     status_code=200,
-    opt={AUDIT_ACTION: "consent.approved"},
+    opt={AUDIT_ACTION: "suggestion.accepted"},
 )
 async def accept_suggestion(
     request: Request[Any, Any, Any], suggestion_id: ID, me: NamedDependency[CitizenContext]

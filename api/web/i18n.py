@@ -258,6 +258,10 @@ STRINGS: Final[Mapping[str, tuple[str, str]]] = {
     "action.erasure.reapplied": ("삭제 재적용", "Erasure re-applied"),
     "action.suggestion.created": ("서비스 제안", "Service suggested"),
     "action.suggestion.accepted": ("제안 수락", "Suggestion accepted"),
+    "action.consent.viewed": ("동의 조회", "Consent viewed"),
+    "action.events.read": ("변경 알림 조회", "Events read"),
+    "action.access_log.viewed": ("접근 기록 조회", "Access log viewed"),
+    "action.request.refused": ("요청 거부", "Request refused"),
     # -- suggestions ---------------------------------------------------------------------
     "suggestions.title": ("맞춤 서비스", "Suggested services"),
     "suggestions.intro": (

@@ -194,13 +194,26 @@ async def test_error_codes(home: Platform) -> None:
     assert (
         await p.http.put("/v1/me/records/address", json={"data": address}, headers=citizen)
     ).status_code == 200
-    # 403 purpose_not_allowed / items_not_allowed
+    # 403 purpose_not_allowed / items_not_allowed: one denied entry each, the answer's
+    size = (await p.runtime.audit.state()).size
     wrong_client = await _request_consent(p, client="wetax")
     assert (wrong_client.status_code, wrong_client.json()["code"]) == (403, "purpose_not_allowed")
     wrong_items = await _request_consent(
         p, items=[{"type": "family_relations", "fields": ["name"]}]
     )
     assert (wrong_items.status_code, wrong_items.json()["code"]) == (403, "items_not_allowed")
+    # Each request also took a token (token.issued): two entries a refusal, no more.
+    assert (await p.runtime.audit.state()).size == size + 4
+    for refused, code in (
+        (wrong_client, "purpose_not_allowed"),
+        (wrong_items, "items_not_allowed"),
+    ):
+        entry = await _entry(p, int(refused.headers["x-audit-seq"]))
+        assert (entry["action"], entry["outcome"], entry["reason_code"]) == (
+            "consent.requested",
+            "denied",
+            code,
+        )
     # 404 consent_not_found, 409 consent_state_conflict
     created = (await _request_consent(p)).json()
     missing = await p.http.post("/v1/me/consents/cns_nope/approve", headers=citizen)
