@@ -221,7 +221,7 @@ async def citizen_context(request: Request[Any, Any, Any]) -> CitizenContext:
     if scheme.lower() != "bearer" or not token:
         raise CitizenAuthError("missing citizen token")
     principal = runtime.citizens.verify(token, now=runtime.clock.now_ms() // 1000)
-    citizen_id = await runtime.vault.resolve(principal.subject)
+    citizen_id = await runtime.vault.resolve(principal.subject, link=principal.link)
     caller = Caller("citizen", citizen_id, citizen_id=citizen_id)
     request.scope.setdefault("state", {})[CALLER] = caller
     return CitizenContext(principal=principal, citizen_id=citizen_id)

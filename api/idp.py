@@ -126,6 +126,9 @@ class CitizenPrincipal:
     """When the citizen authenticated at the IdP (epoch seconds), if the IdP said."""
     expires_at: int
     """The token's ``exp`` (epoch seconds)."""
+    link: Subject | None = None
+    """The CI the IdP asserted beside the resident number (``subject``), when
+    ``ONCEVAULT_IDP_CI_CLAIM`` is set: the same person, linked to the same citizen."""
 
     def __repr__(self) -> str:
         return (
@@ -368,25 +371,31 @@ class CitizenTokenVerifier:
             raise CitizenAuthError("token lifetime over 1 hour")
         if auth_time is not None and auth_time > now + CLOCK_SKEW_SECONDS:
             raise CitizenAuthError("auth_time in the future")
-        # 7. Who: the CI claim when configured and present, else the nid claim.
+        # 7. Who: the resident number, with the CI beside it when configured and present
+        #    (one person: the vault links both to one citizen); the CI alone else.
+        subject, link = self._subjects(claims)
         principal = CitizenPrincipal(
-            subject=self._subject(claims),
+            subject=subject,
             issuer=trust.issuer,
             auth_time=auth_time,
             expires_at=expires_at,
+            link=link,
         )
         return principal, claims
 
-    def _subject(self, claims: Mapping[str, Any]) -> Subject:
+    def _subjects(self, claims: Mapping[str, Any]) -> tuple[Subject, Subject | None]:
+        ci: Subject | None = None
         if self._ci_claim is not None and self._ci_claim in claims:
             try:
-                return Subject.parse({"ci": claims[self._ci_claim]})
+                ci = Subject.parse({"ci": claims[self._ci_claim]})
             except InvalidSubject:
                 raise CitizenAuthError("malformed ci claim") from None
         if self._nid_claim not in claims:
-            raise CitizenAuthError("no citizen identifier in the token")
+            if ci is None:
+                raise CitizenAuthError("no citizen identifier in the token")
+            return ci, None
         try:
-            return Subject.parse({"nid": claims[self._nid_claim]})
+            return Subject.parse({"nid": claims[self._nid_claim]}), ci
         except InvalidSubject:
             raise CitizenAuthError("malformed citizen identifier") from None
 

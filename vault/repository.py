@@ -241,6 +241,22 @@ class VaultRepository:
         assert winner is not None
         return winner
 
+    async def link_index(self, *, blind_index: bytes, citizen_id: str, kind: str) -> str:
+        """Point ``blind_index`` at an existing citizen unless it points somewhere
+        already; return the citizen it points at now."""
+        inserted = await self.db.fetch(
+            "INSERT INTO citizen_index (blind_index, citizen_id, kind) VALUES ($1, $2, $3)"
+            " ON CONFLICT (blind_index) DO NOTHING RETURNING citizen_id",
+            blind_index,
+            citizen_id,
+            kind,
+        )
+        if inserted:
+            return citizen_id
+        owner = await self.citizen_by_index(blind_index)
+        assert owner is not None
+        return owner
+
     async def citizens_by_indexes(self, blind_indexes: Sequence[bytes]) -> dict[bytes, str]:
         """blind index -> citizen id, for those of ``blind_indexes`` that exist."""
         out: dict[bytes, str] = {}

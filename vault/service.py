@@ -314,10 +314,21 @@ class VaultService:
 
     # -- citizens -------------------------------------------------------------------
 
-    async def resolve(self, subject: Subject) -> str:
-        """The citizen id for ``subject``, created on first use (no enumeration)."""
+    async def resolve(self, subject: Subject, *, link: Subject | None = None) -> str:
+        """The citizen id for ``subject``, created on first use (no enumeration).
+
+        ``link``: another identifier of the same person that the citizen's IdP asserted
+        with ``subject`` (the CI beside the resident number). It ends up naming the same
+        citizen: a citizen known only by ``link`` (a private service asked for it
+        first) gets ``subject`` too, and one known by ``subject`` gets ``link``. When
+        both already name two different citizens, ``subject``'s is answered and
+        nothing moves (``citizen.link_conflict`` is logged, without identifiers):
+        merging two citizens' records and consents is not for a sign-in to decide.
+        """
         blind = self.keyring.blind_index(subject.kind, subject.value)
         found = await self.repo.citizen_by_index(blind)
+        if link is not None:
+            return await self._resolve_linked(subject, blind, found, link)
         if found is not None:
             return found
         citizen_id, now = new_id("cit"), self.clock.now_ms()
@@ -331,6 +342,40 @@ class VaultService:
         # A unit of the group commit: concurrent first requests share one COMMIT.
         created, _ = await self.audit.run(create)
         return created
+
+    async def _resolve_linked(
+        self, subject: Subject, blind: bytes, found: str | None, link: Subject
+    ) -> str:
+        link_blind = self.keyring.blind_index(link.kind, link.value)
+        linked = await self.repo.citizen_by_index(link_blind)
+        if found is not None and linked is not None:
+            if linked != found:
+                log.warning("citizen.link_conflict", kinds=[subject.kind, link.kind])
+            return found
+        citizen_id, now = new_id("cit"), self.clock.now_ms()
+
+        async def attach() -> tuple[str, list[EntryDraft]]:
+            # Decided again inside the unit: another sign-in may have come first.
+            owner = await self.repo.citizen_by_index(blind)
+            if owner is None:
+                by_link = await self.repo.citizen_by_index(link_blind)
+                if by_link is None:
+                    owner = await self.repo.create_citizen(
+                        citizen_id=citizen_id, blind_index=blind, kind=subject.kind, now=now
+                    )
+                else:
+                    owner = await self.repo.link_index(
+                        blind_index=blind, citizen_id=by_link, kind=subject.kind
+                    )
+            if (
+                await self.repo.link_index(blind_index=link_blind, citizen_id=owner, kind=link.kind)
+                != owner
+            ):
+                log.warning("citizen.link_conflict", kinds=[subject.kind, link.kind])
+            return owner, []
+
+        owner, _ = await self.audit.run(attach)
+        return owner
 
     async def lookup(self, subject: Subject) -> str | None:
         """The citizen id for ``subject`` if one exists (never creates)."""

@@ -437,7 +437,7 @@ def web_router(settings: Settings, *, environ: Mapping[str, str] | None = None) 
             principal = oidc.verify_id_token(runtime.citizens, idp, id_token, state, now=now)
         except oidc.SignInFailed as exc:
             return failed(str(exc))
-        citizen_id = await runtime.vault.resolve(principal.subject)
+        citizen_id = await runtime.vault.resolve(principal.subject, link=principal.link)
         session = Session.start(citizen_id, auth_time=principal.auth_time, now=now)
         log.info("web.signed_in", issuer=principal.issuer)
         response = _redirect(state.next_path)

@@ -64,6 +64,44 @@ async def test_resolve_is_stable_and_lazy(vault: VaultService, database: Databas
     assert await _count(database, "SELECT count(*) AS n FROM citizen_index") == 3
 
 
+def _nid(n: int) -> Subject:
+    return Subject.parse({"nid": f"80010{n:01d}1234567"})
+
+
+def _ci(n: int) -> Subject:
+    return Subject.parse({"ci": f"Q0kx{n}Mjk="})
+
+
+async def test_a_ci_asserted_with_the_nid_names_the_same_citizen(
+    vault: VaultService, database: Database
+) -> None:
+    """A citizen's IdP asserts the resident number and the CI together: both end up on
+    one citizen, whichever was known first; two citizens already apart stay apart."""
+    # The nid first (an agency issued a record), then a sign-in with both.
+    by_nid = await vault.resolve(_nid(1))
+    assert await vault.resolve(_nid(1), link=_ci(1)) == by_nid
+    assert await vault.resolve(_ci(1)) == by_nid
+    # The CI first (a private service asked), then a sign-in with both.
+    by_ci = await vault.resolve(_ci(2))
+    assert await vault.resolve(_nid(2), link=_ci(2)) == by_ci
+    assert await vault.resolve(_nid(2)) == by_ci
+    # Neither known: one new citizen with both.
+    both = await vault.resolve(_nid(3), link=_ci(3))
+    assert await vault.resolve(_ci(3)) == await vault.resolve(_nid(3)) == both
+    assert len({by_nid, by_ci, both}) == 3
+    # Apart already: the nid's citizen answers, nothing is moved or merged.
+    apart_nid, apart_ci = await vault.resolve(_nid(4)), await vault.resolve(_ci(4))
+    assert await vault.resolve(_nid(4), link=_ci(4)) == apart_nid
+    assert await vault.resolve(_ci(4)) == apart_ci != apart_nid
+    # Two index rows a person (three for the pair kept apart: four), none twice.
+    assert await _count(database, "SELECT count(*) AS n FROM citizen_index") == 8
+    assert await _count(database, "SELECT count(*) AS n FROM citizens") == 5
+    # Concurrent first sign-ins with both identifiers make one citizen.
+    many = await asyncio.gather(*(vault.resolve(_nid(5), link=_ci(5)) for _ in range(10)))
+    assert len(set(many)) == 1
+    assert await vault.resolve(_ci(5)) == many[0]
+
+
 async def test_first_requests_share_commits(vault: VaultService, database: Database) -> None:
     """New citizens and their first DEKs are created in group-committed units: twenty
     concurrent first writes to twenty new citizens share COMMITs (and stay distinct)."""

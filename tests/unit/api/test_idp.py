@@ -299,9 +299,16 @@ def test_ci_claim_when_configured_and_present(
     make_settings: SettingsFactory, ed_token: Callable[..., str]
 ) -> None:
     verifier = CitizenTokenVerifier(make_settings(ONCEVAULT_IDP_CI_CLAIM="ci"))
-    assert verifier.verify(ed_token(ci=CI), now=NOW).subject == Subject("ci", CI)
+    # Both: the resident number, with the CI to link to the same citizen.
+    both = verifier.verify(ed_token(ci=CI), now=NOW)
+    assert (both.subject, both.link) == (Subject("nid", NID_DIGITS), Subject("ci", CI))
+    assert CI not in repr(both) and NID_DIGITS not in repr(both)
+    # The CI alone decides when there is no resident number.
+    alone = verifier.verify(ed_token(sub=None, ci=CI), now=NOW)
+    assert (alone.subject, alone.link) == (Subject("ci", CI), None)
     # Absent CI: the nid claim decides.
-    assert verifier.verify(ed_token(), now=NOW).subject == Subject("nid", NID_DIGITS)
+    plain = verifier.verify(ed_token(), now=NOW)
+    assert (plain.subject, plain.link) == (Subject("nid", NID_DIGITS), None)
     # Present but malformed CI: refused, not silently replaced by the nid.
     refused(verifier, ed_token(ci="not a ci!"), "malformed ci claim")
     refused(verifier, ed_token(ci=12345), "malformed ci claim")
