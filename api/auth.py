@@ -269,7 +269,7 @@ async def audit_late_refusal(exc: BaseException, scope: Scope) -> None:
     )
     runtime: Runtime = scope["litestar_app"].state.runtime
     try:
-        seq = await runtime.audit.append_refusal(draft)
+        seq = await runtime.audit.append_alone(draft)
     except OncevaultError as failure:  # the database: the refusal goes out unaudited
         log.warning("refusal.not_audited", code=code, error=failure.code)
         return

@@ -309,11 +309,12 @@ class AuditLog:
     async def record_refusal(self, draft: EntryDraft, error: E) -> E:
         """Append ``draft``, the ``denied`` entry of ``error``, in a unit of its own;
         returns ``error`` carrying the entry's seq."""
-        error.audit_seq = await self.append_refusal(draft)
+        error.audit_seq = await self.append_alone(draft)
         return error
 
-    async def append_refusal(self, draft: EntryDraft) -> int:
-        """Append ``draft`` (a refusal's ``denied`` entry) in a unit of its own; its seq."""
+    async def append_alone(self, draft: EntryDraft) -> int:
+        """Append ``draft`` (a refusal's ``denied`` entry, a failure's ``error`` entry)
+        in a unit of its own; its seq."""
 
         async def work() -> tuple[None, list[EntryDraft]]:
             return None, [draft]

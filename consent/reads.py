@@ -278,10 +278,18 @@ class DataReader:
             value.audit_seq = seq
             raise value
         grant, rows = value
-        # 3. After COMMIT: decrypt and project.
+        # 3. After COMMIT: decrypt and project. A ciphertext that does not open (a row
+        #    altered in the database) released nothing after all: an ``error`` entry
+        #    follows the ``ok`` one, so the log does not say the fields went out.
         items = []
         for row, dek, fields in rows:
-            content = self.vault.open_record(row, dek)
+            try:
+                content = self.vault.open_record(row, dek)
+            except DecryptionError as failed:
+                failed.audit_seq = await self.audit.append_alone(
+                    self._failed(actor, grant, single, failed.code)
+                )
+                raise
             items.append(
                 ReleasedItem(
                     type=row.meta.record_type,
@@ -311,6 +319,23 @@ class DataReader:
             client_id=actor.id,
             consent_id=consent_id,
             record_type=safe_token(single),
+            items=(),
+            reason_code=reason,
+            request_id=actor.request_id,
+        )
+
+    @staticmethod
+    def _failed(actor: Actor, grant: ReadGrant, single: str | None, reason: str) -> EntryDraft:
+        return EntryDraft(
+            action="data.read",
+            actor_type="client",
+            actor_id=actor.id,
+            outcome="error",
+            citizen_id=grant.consent.citizen_id,
+            client_id=actor.id,
+            consent_id=grant.consent.consent_id,
+            purpose=grant.consent.purpose,
+            record_type=single,
             items=(),
             reason_code=reason,
             request_id=actor.request_id,

@@ -27,7 +27,12 @@ from tests.helpers.clients import TestClient, register
 from tests.helpers.reads import citizen_with_consent
 from tests.helpers.statements import Statements
 from vault.clock import ManualClock
-from vault.errors import ConnectionLostBeforeCommit, OncevaultError, StorageError
+from vault.errors import (
+    ConnectionLostBeforeCommit,
+    DecryptionError,
+    OncevaultError,
+    StorageError,
+)
 from vault.service import Actor
 from vault.storage import Database
 
@@ -622,3 +627,38 @@ async def test_a_token_revoked_or_a_client_disabled_is_refused_on_the_next_read(
     )
     assert isinstance(await read(runtime, consent_id, token=other), ReadResult)
     assert await consent_row(database, consent_id) == (3, "active")
+
+
+async def test_a_ciphertext_that_does_not_open_after_commit_leaves_an_error_entry(
+    runtime: Runtime, database: Database
+) -> None:
+    """The read's ``ok`` entry commits before the records are opened; a row altered in
+    the database then fails to open, and an ``error`` entry follows the ``ok`` one
+    (the log must not say the fields went out). The answer carries its seq."""
+    consent_id = await citizen_with_consent(runtime, 71)
+    assert isinstance(await read(runtime, consent_id), ReadResult)  # the DEK now cached
+    (row,) = await database.fetch_values(
+        "SELECT record_id, ciphertext FROM records WHERE superseded_at IS NULL"
+    )
+    record_id, ciphertext = row[0], bytes(row[1])
+    altered = ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])
+    async with database.transaction():
+        await database.execute(
+            "UPDATE records SET ciphertext = $1 WHERE record_id = $2", altered, record_id
+        )
+    size = (await runtime.audit.state()).size
+    failed = await read(runtime, consent_id)
+    assert isinstance(failed, DecryptionError)
+    assert failed.audit_seq == size + 1
+    leaves = await database.fetch_values(
+        "SELECT leaf FROM audit_entries WHERE seq >= $1 ORDER BY seq", size
+    )
+    released, error = (json.loads(bytes(leaf)) for (leaf,) in leaves)
+    assert (released["action"], released["outcome"]) == ("data.read", "ok")
+    assert (error["action"], error["outcome"], error["reason_code"]) == (
+        "data.read",
+        "error",
+        "decryption_failed",
+    )
+    assert error["items"] == [] and error["consent_id"] == consent_id
+    assert error["citizen_id"] == released["citizen_id"]
