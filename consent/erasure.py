@@ -128,7 +128,9 @@ class ErasureService:
             await self.vault.erase(
                 citizen_id=citizen_id, types=[record_type], actor=Actor("system", "retention")
             )
-            async with self.vault.db.transaction():
+            # Under the tree lock, as every writer of blind indexes (a sign-in linking
+            # one) is: none can be put back for a citizen whose last index goes here.
+            async with self.vault.audit.transaction():
                 remaining = await self.vault.repo.drop_hold(citizen_id, record_type)
                 if remaining == 0:
                     await self.vault.repo.delete_blind_indexes(citizen_id)

@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from audit.log import SharedScope, shared_scope
 from audit.models import EntryDraft, Item, safe_token
 from consent.errors import ConsentError
@@ -44,6 +46,8 @@ from consent.tokens import Forbidden, SignedToken, TokenInvalid
 from vault.errors import DecryptionError, OncevaultError, RecordNotFound, StorageError
 from vault.repository import DekRow, RecordRow
 from vault.service import Actor, VaultService
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -286,9 +290,12 @@ class DataReader:
             try:
                 content = self.vault.open_record(row, dek)
             except DecryptionError as failed:
-                failed.audit_seq = await self.audit.append_alone(
-                    self._failed(actor, grant, single, failed.code)
-                )
+                try:
+                    failed.audit_seq = await self.audit.append_alone(
+                        self._failed(actor, grant, single, failed.code)
+                    )
+                except OncevaultError as unrecorded:  # the failure is answered all the same
+                    log.warning("read.error_not_audited", error=unrecorded.code)
                 raise
             items.append(
                 ReleasedItem(

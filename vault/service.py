@@ -308,6 +308,8 @@ class VaultService:
         self._unwrapping: dict[tuple[str, int], asyncio.Future[bytes | Exception | None]] = {}
         #: Called after every erasure, before it answers (refreshes the checkpoint copy).
         self.after_erasure: Callable[[], Awaitable[object]] | None = None
+        #: Citizens whose identifier link conflict this process has reported.
+        self._conflicts_told: set[str] = set()
         #: The newest erasure entry :meth:`forget_erased_elsewhere` has seen (None:
         #: none looked at yet; -1: the log had none).
         self._erasure_seen: int | None = None
@@ -321,9 +323,9 @@ class VaultService:
         with ``subject`` (the CI beside the resident number). It ends up naming the same
         citizen: a citizen known only by ``link`` (a private service asked for it
         first) gets ``subject`` too, and one known by ``subject`` gets ``link``. When
-        both already name two different citizens, ``subject``'s is answered and
-        nothing moves (``citizen.link_conflict`` is logged, without identifiers):
-        merging two citizens' records and consents is not for a sign-in to decide.
+        both already name two different citizens, ``link``'s is answered (the citizen
+        such a sign-in reached before linking existed) and nothing moves
+        (:meth:`_link_conflict`): merging two citizens is not for a sign-in to decide.
         """
         blind = self.keyring.blind_index(subject.kind, subject.value)
         found = await self.repo.citizen_by_index(blind)
@@ -350,32 +352,49 @@ class VaultService:
         linked = await self.repo.citizen_by_index(link_blind)
         if found is not None and linked is not None:
             if linked != found:
-                log.warning("citizen.link_conflict", kinds=[subject.kind, link.kind])
+                return await self._link_conflict(linked)
             return found
         citizen_id, now = new_id("cit"), self.clock.now_ms()
 
         async def attach() -> tuple[str, list[EntryDraft]]:
             # Decided again inside the unit: another sign-in may have come first.
             owner = await self.repo.citizen_by_index(blind)
+            by_link = await self.repo.citizen_by_index(link_blind)
+            if owner is not None and by_link is not None:
+                return (by_link if by_link != owner else owner), []
+            if owner is None and by_link is not None:
+                owner = await self.repo.link_index(
+                    blind_index=blind, citizen_id=by_link, kind=subject.kind
+                )
+                return by_link, []
             if owner is None:
-                by_link = await self.repo.citizen_by_index(link_blind)
-                if by_link is None:
-                    owner = await self.repo.create_citizen(
-                        citizen_id=citizen_id, blind_index=blind, kind=subject.kind, now=now
-                    )
-                else:
-                    owner = await self.repo.link_index(
-                        blind_index=blind, citizen_id=by_link, kind=subject.kind
-                    )
-            if (
-                await self.repo.link_index(blind_index=link_blind, citizen_id=owner, kind=link.kind)
-                != owner
-            ):
-                log.warning("citizen.link_conflict", kinds=[subject.kind, link.kind])
+                owner = await self.repo.create_citizen(
+                    citizen_id=citizen_id, blind_index=blind, kind=subject.kind, now=now
+                )
+            await self.repo.link_index(blind_index=link_blind, citizen_id=owner, kind=link.kind)
             return owner, []
 
         owner, _ = await self.audit.run(attach)
         return owner
+
+    async def _link_conflict(self, linked: str) -> str:
+        """The resident number and the CI of one sign-in already name two citizens: the
+        CI's answers, as it did before linking existed, and nothing moves. Once a
+        process, a ``citizen.link_conflict`` entry (actor ``system``, the CI's citizen)
+        tells operators; merging the two is theirs to decide."""
+        if linked not in self._conflicts_told:
+            self._conflicts_told.add(linked)
+            log.warning("citizen.link_conflict")
+            draft = EntryDraft(
+                action="citizen.link_conflict",
+                actor_type="system",
+                actor_id="identity-link",
+                outcome="error",
+                citizen_id=linked,
+                reason_code="link_conflict",
+            )
+            await self.audit.append_alone(draft)
+        return linked
 
     async def lookup(self, subject: Subject) -> str | None:
         """The citizen id for ``subject`` if one exists (never creates)."""
@@ -923,7 +942,28 @@ class VaultService:
         row, entries = await self.audit.run(work)
         if row is None:
             raise RecordNotFound("no such record")
-        return self.open_record(row, dek), entries[0].seq
+        try:
+            return self.open_record(row, dek), entries[0].seq
+        except DecryptionError as failed:
+            # The ok entry said the record went out; it did not: an error entry follows.
+            draft = self._entry(
+                actor,
+                "data.read",
+                citizen_id,
+                record_type,
+                None,
+                client_id,
+                purpose=purpose,
+                consent_id=consent_id,
+                items=(),
+                outcome="error",
+                reason_code=failed.code,
+            )
+            try:
+                failed.audit_seq = await self.audit.append_alone(draft)
+            except OncevaultError as unrecorded:  # the failure is answered all the same
+                log.warning("read.error_not_audited", error=unrecorded.code)
+            raise
 
     async def list_records(self, citizen_id: str) -> list[RecordMeta]:
         return await self.repo.list_latest(citizen_id)

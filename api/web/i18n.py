@@ -262,6 +262,7 @@ STRINGS: Final[Mapping[str, tuple[str, str]]] = {
     "action.events.read": ("변경 알림 조회", "Events read"),
     "action.access_log.viewed": ("접근 기록 조회", "Access log viewed"),
     "action.request.refused": ("요청 거부", "Request refused"),
+    "action.citizen.link_conflict": ("본인 확인 정보 충돌", "Identifier link conflict"),
     # -- suggestions ---------------------------------------------------------------------
     "suggestions.title": ("맞춤 서비스", "Suggested services"),
     "suggestions.intro": (

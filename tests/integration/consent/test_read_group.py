@@ -662,3 +662,24 @@ async def test_a_ciphertext_that_does_not_open_after_commit_leaves_an_error_entr
     )
     assert error["items"] == [] and error["consent_id"] == consent_id
     assert error["citizen_id"] == released["citizen_id"]
+
+
+async def test_a_release_failure_whose_error_entry_cannot_be_written_is_still_answered(
+    runtime: Runtime, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consent_id = await citizen_with_consent(runtime, 72)
+    assert isinstance(await read(runtime, consent_id), ReadResult)
+    (row,) = await database.fetch_values("SELECT record_id, ciphertext FROM records")
+    altered = bytes(row[1])[:-1] + bytes([bytes(row[1])[-1] ^ 1])
+    async with database.transaction():
+        await database.execute(
+            "UPDATE records SET ciphertext = $1 WHERE record_id = $2", altered, row[0]
+        )
+
+    async def down(*_: Any) -> int:
+        raise StorageError("database unavailable")
+
+    monkeypatch.setattr(runtime.audit, "append_alone", down)
+    failed = await read(runtime, consent_id)
+    assert isinstance(failed, DecryptionError)  # not the StorageError of the entry
+    assert failed.audit_seq is None

@@ -89,17 +89,51 @@ async def test_a_ci_asserted_with_the_nid_names_the_same_citizen(
     both = await vault.resolve(_nid(3), link=_ci(3))
     assert await vault.resolve(_ci(3)) == await vault.resolve(_nid(3)) == both
     assert len({by_nid, by_ci, both}) == 3
-    # Apart already: the nid's citizen answers, nothing is moved or merged.
+    # Apart already: the CI's citizen answers (the one such a sign-in reached before),
+    # nothing is moved or merged, and operators get one entry a process about it.
     apart_nid, apart_ci = await vault.resolve(_nid(4)), await vault.resolve(_ci(4))
-    assert await vault.resolve(_nid(4), link=_ci(4)) == apart_nid
-    assert await vault.resolve(_ci(4)) == apart_ci != apart_nid
-    # Two index rows a person (three for the pair kept apart: four), none twice.
+    size = (await vault.audit.state()).size
+    assert await vault.resolve(_nid(4), link=_ci(4)) == apart_ci != apart_nid
+    assert await vault.resolve(_nid(4), link=_ci(4)) == apart_ci
+    assert await vault.resolve(_nid(4)) == apart_nid
+    assert (await vault.audit.state()).size == size + 1
+    told = await vault.audit.repo.entry(size)
+    assert told is not None
+    assert {k: told.entry[k] for k in ("action", "actor", "citizen_id", "outcome")} == {
+        "action": "citizen.link_conflict",
+        "actor": {"type": "system", "id": "identity-link"},
+        "citizen_id": apart_ci,
+        "outcome": "error",
+    }
+    # Two index rows a person (the pair kept apart: two citizens, one row each).
     assert await _count(database, "SELECT count(*) AS n FROM citizen_index") == 8
     assert await _count(database, "SELECT count(*) AS n FROM citizens") == 5
     # Concurrent first sign-ins with both identifiers make one citizen.
     many = await asyncio.gather(*(vault.resolve(_nid(5), link=_ci(5)) for _ in range(10)))
     assert len(set(many)) == 1
     assert await vault.resolve(_ci(5)) == many[0]
+
+
+async def test_an_own_record_that_does_not_open_after_its_entry_leaves_an_error_entry(
+    vault: VaultService, database: Database
+) -> None:
+    citizen = await vault.resolve(Subject.parse({"nid": CANARY_NID}))
+    await _put(vault, citizen, {"year": 2025})
+    await vault.read(citizen_id=citizen, record_type="income_certificate", actor=CITIZEN)
+    (row,) = await database.fetch_values("SELECT record_id, ciphertext FROM records")
+    altered = bytes(row[1])[:-1] + bytes([bytes(row[1])[-1] ^ 1])
+    async with database.transaction():
+        await database.execute(
+            "UPDATE records SET ciphertext = $1 WHERE record_id = $2", altered, row[0]
+        )
+    size = (await vault.audit.state()).size
+    with pytest.raises(DecryptionError) as caught:
+        await vault.read(citizen_id=citizen, record_type="income_certificate", actor=CITIZEN)
+    assert caught.value.audit_seq == size + 1
+    released, error = [await vault.audit.repo.entry(seq) for seq in (size, size + 1)]
+    assert released is not None and error is not None
+    assert (released.entry["outcome"], error.entry["outcome"]) == ("ok", "error")
+    assert (error.entry["reason_code"], error.entry["items"]) == ("decryption_failed", [])
 
 
 async def test_first_requests_share_commits(vault: VaultService, database: Database) -> None:
