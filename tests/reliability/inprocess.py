@@ -54,10 +54,11 @@ class Local:
 
 
 @asynccontextmanager
-async def local_platform(tmp_path: Path) -> AsyncIterator[Local]:
+async def local_platform(tmp_path: Path, **env: str) -> AsyncIterator[Local]:
+    """The app in this process on a migrated SQLite file (``env``: more settings)."""
     idp = TestIdP()
     settings = local_settings(
-        tmp_path, ONCEVAULT_ISSUER=ISSUER, **idp.env(tmp_path / "idp-jwks.json")
+        tmp_path, ONCEVAULT_ISSUER=ISSUER, **idp.env(tmp_path / "idp-jwks.json"), **env
     )
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = tmp_path / "oncevault.sqlite"

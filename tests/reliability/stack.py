@@ -81,7 +81,8 @@ class TestIdP:
             "ONCEVAULT_IDP_AUDIENCE": self.audience,
         }
 
-    def token(self, nid: str, *, fresh: bool = True) -> str:
+    def token(self, nid: str, *, fresh: bool = True, **extra: object) -> str:
+        """A citizen token for ``nid`` (``extra``: more claims, e.g. a CI)."""
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -91,6 +92,7 @@ class TestIdP:
             "exp": now + 900,
             "auth_time": now if fresh else now - 3600,
             "jti": secrets.token_urlsafe(12),
+            **extra,
         }
         return crypto.sign_jws_with_pem(
             claims, private_pem=self.private_pem, kid=self.public_jwk["kid"], typ="JWT", alg="EdDSA"
