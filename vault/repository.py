@@ -222,28 +222,19 @@ class VaultRepository:
         self, *, citizen_id: str, blind_index: bytes, kind: str, now: int
     ) -> str:
         """Create the citizen unless the index exists; return the winner's id."""
-        inserted = await self.db.fetch(
-            "INSERT INTO citizen_index (blind_index, citizen_id, kind) VALUES ($1, $2, $3)"
-            " ON CONFLICT (blind_index) DO NOTHING RETURNING citizen_id",
-            blind_index,
-            citizen_id,
-            kind,
-        )
-        if inserted:
+        winner = await self.link_index(blind_index=blind_index, citizen_id=citizen_id, kind=kind)
+        if winner == citizen_id:  # the index is this new citizen's: the citizen row too
             await self.db.execute(
                 "INSERT INTO citizens (citizen_id, created_at) VALUES ($1, $2)"
                 " ON CONFLICT (citizen_id) DO NOTHING",
                 citizen_id,
                 now,
             )
-            return citizen_id
-        winner = await self.citizen_by_index(blind_index)
-        assert winner is not None
         return winner
 
     async def link_index(self, *, blind_index: bytes, citizen_id: str, kind: str) -> str:
-        """Point ``blind_index`` at an existing citizen unless it points somewhere
-        already; return the citizen it points at now."""
+        """Point ``blind_index`` at ``citizen_id`` unless it points somewhere already;
+        return the citizen it points at now."""
         inserted = await self.db.fetch(
             "INSERT INTO citizen_index (blind_index, citizen_id, kind) VALUES ($1, $2, $3)"
             " ON CONFLICT (blind_index) DO NOTHING RETURNING citizen_id",
