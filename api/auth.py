@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from litestar import Request
@@ -49,7 +49,7 @@ class Caller:
     """Who a request's refusals are audited as (DESIGN section 7: the caller is the
     actor; a citizen's entries name the citizen's own id)."""
 
-    actor_type: str
+    actor_type: Literal["client", "citizen"]
     actor_id: str
     client_id: str | None = None
     citizen_id: str | None = None
@@ -85,6 +85,30 @@ async def client_principal(request: Request[Any, Any, Any], role: str) -> Access
     return principal
 
 
+def refusal_draft(
+    caller: Caller,
+    action: str,
+    code: str,
+    request_id: str | None,
+    record_type: str | None = None,
+) -> EntryDraft:
+    """The ``denied`` entry of a refusal to ``caller`` (DESIGN section 7: the caller is
+    the actor, a citizen's own id its ``citizen_id``, no object it does not own). A
+    refused ``data.read`` released nothing (``items`` is ``[]``)."""
+    return EntryDraft(
+        action=action,
+        actor_type=caller.actor_type,
+        actor_id=caller.actor_id,
+        outcome="denied",
+        citizen_id=caller.citizen_id,
+        client_id=caller.client_id,
+        record_type=safe_token(record_type),
+        items=() if action == "data.read" else None,
+        reason_code=code,
+        request_id=request_id,
+    )
+
+
 async def audit_refusal(
     request: Request[Any, Any, Any],
     client_id: str,
@@ -101,17 +125,8 @@ async def audit_refusal(
     runtime = runtime_of(request)
     if action is None:
         action = request.route_handler.opt[AUDIT_ACTION]
-    draft = EntryDraft(
-        action=action,
-        actor_type="client",
-        actor_id=client_id,
-        outcome="denied",
-        client_id=client_id,
-        record_type=safe_token(record_type),
-        items=() if action == "data.read" else None,
-        reason_code=error.code,
-        request_id=request_id(request),
-    )
+    caller = Caller("client", client_id, client_id)
+    draft = refusal_draft(caller, action, error.code, request_id(request), record_type)
     return await runtime.audit.record_refusal(draft, error)
 
 
@@ -256,17 +271,7 @@ async def audit_late_refusal(exc: BaseException, scope: Scope) -> None:
     handler = scope.get("route_handler")
     opt = getattr(handler, "opt", None) or {}
     action = str(opt.get(AUDIT_ACTION, REFUSED_ACTION))
-    draft = EntryDraft(
-        action=action,
-        actor_type=caller.actor_type,  # type: ignore[arg-type]
-        actor_id=caller.actor_id,
-        outcome="denied",
-        citizen_id=caller.citizen_id,
-        client_id=caller.client_id,
-        items=() if action == "data.read" else None,
-        reason_code=code,
-        request_id=state.get("request_id"),
-    )
+    draft = refusal_draft(caller, action, code, state.get("request_id"))
     runtime: Runtime = scope["litestar_app"].state.runtime
     try:
         seq = await runtime.audit.append_alone(draft)

@@ -312,6 +312,17 @@ class AuditLog:
         error.audit_seq = await self.append_alone(draft)
         return error
 
+    async def record_failure(self, draft: EntryDraft, error: E) -> E:
+        """Append ``draft``, the ``error`` entry of ``error`` (a failure after an ``ok``
+        entry committed), in a unit of its own; returns ``error`` carrying its seq. If
+        the entry cannot be written, ``error`` is returned without one and that is
+        logged: the failure is answered all the same."""
+        try:
+            error.audit_seq = await self.append_alone(draft)
+        except OncevaultError as unrecorded:
+            log.warning("audit.failure_not_recorded", code=error.code, error=unrecorded.code)
+        return error
+
     async def append_alone(self, draft: EntryDraft) -> int:
         """Append ``draft`` (a refusal's ``denied`` entry, a failure's ``error`` entry)
         in a unit of its own; its seq."""

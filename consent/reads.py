@@ -32,9 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import structlog
+from typing import Any, Literal
 
 from audit.log import SharedScope, shared_scope
 from audit.models import EntryDraft, Item, safe_token
@@ -46,8 +44,6 @@ from consent.tokens import Forbidden, SignedToken, TokenInvalid
 from vault.errors import DecryptionError, OncevaultError, RecordNotFound, StorageError
 from vault.repository import DekRow, RecordRow
 from vault.service import Actor, VaultService
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -290,13 +286,19 @@ class DataReader:
             try:
                 content = self.vault.open_record(row, dek)
             except DecryptionError as failed:
-                try:
-                    failed.audit_seq = await self.audit.append_alone(
-                        self._failed(actor, grant, single, failed.code)
-                    )
-                except OncevaultError as unrecorded:  # the failure is answered all the same
-                    log.warning("read.error_not_audited", error=unrecorded.code)
-                raise
+                consent = grant.consent
+                raise await self.audit.record_failure(
+                    self._denied(
+                        actor,
+                        failed.code,
+                        consent.consent_id,
+                        consent.citizen_id,
+                        single,
+                        outcome="error",
+                        purpose=consent.purpose,
+                    ),
+                    failed,
+                ) from None
             items.append(
                 ReleasedItem(
                     type=row.meta.record_type,
@@ -316,33 +318,22 @@ class DataReader:
         consent_id: str | None,
         citizen_id: str | None,
         single: str | None,
+        *,
+        outcome: Literal["denied", "error"] = "denied",
+        purpose: str | None = None,
     ) -> EntryDraft:
+        """A ``data.read`` entry that released nothing: a refusal, or (``error``) a
+        release that failed after its ``ok`` entry committed."""
         return EntryDraft(
             action="data.read",
             actor_type="client",
             actor_id=actor.id,
-            outcome="denied",
+            outcome=outcome,
             citizen_id=citizen_id,
             client_id=actor.id,
             consent_id=consent_id,
+            purpose=purpose,
             record_type=safe_token(single),
-            items=(),
-            reason_code=reason,
-            request_id=actor.request_id,
-        )
-
-    @staticmethod
-    def _failed(actor: Actor, grant: ReadGrant, single: str | None, reason: str) -> EntryDraft:
-        return EntryDraft(
-            action="data.read",
-            actor_type="client",
-            actor_id=actor.id,
-            outcome="error",
-            citizen_id=grant.consent.citizen_id,
-            client_id=actor.id,
-            consent_id=grant.consent.consent_id,
-            purpose=grant.consent.purpose,
-            record_type=single,
             items=(),
             reason_code=reason,
             request_id=actor.request_id,

@@ -360,12 +360,11 @@ class VaultService:
             # Decided again inside the unit: another sign-in may have come first.
             owner = await self.repo.citizen_by_index(blind)
             by_link = await self.repo.citizen_by_index(link_blind)
-            if owner is not None and by_link is not None:
-                return (by_link if by_link != owner else owner), []
-            if owner is None and by_link is not None:
-                owner = await self.repo.link_index(
-                    blind_index=blind, citizen_id=by_link, kind=subject.kind
-                )
+            if by_link is not None:  # the CI's citizen answers (and gets the nid if new)
+                if owner is None:
+                    await self.repo.link_index(
+                        blind_index=blind, citizen_id=by_link, kind=subject.kind
+                    )
                 return by_link, []
             if owner is None:
                 owner = await self.repo.create_citizen(
@@ -959,11 +958,7 @@ class VaultService:
                 outcome="error",
                 reason_code=failed.code,
             )
-            try:
-                failed.audit_seq = await self.audit.append_alone(draft)
-            except OncevaultError as unrecorded:  # the failure is answered all the same
-                log.warning("read.error_not_audited", error=unrecorded.code)
-            raise
+            raise await self.audit.record_failure(draft, failed) from None
 
     async def list_records(self, citizen_id: str) -> list[RecordMeta]:
         return await self.repo.list_latest(citizen_id)

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.home import mortgage_request
 from tests.reliability.inprocess import Local, local_platform
 from tests.reliability.scenario import income, token
 
 NID = "900101-1234567"
 CI = "Q0ktbGlua2VkLXRlc3Q="
+ANY_INCOME = [{"type": "income_certificate", "fields": ["*"]}]
 
 
 @pytest.fixture
@@ -33,13 +35,7 @@ async def test_records_by_nid_and_a_request_by_ci_meet_at_one_citizen(local: Loc
     bank = {"Authorization": f"Bearer {await token(local.http, local, 'kbank', scope='consumer')}"}
     asked = await local.http.post(
         "/v1/consent-requests",
-        json={
-            "subject": {"ci": CI},
-            "purpose": "mortgage_screening",
-            "items": [{"type": "income_certificate", "fields": ["*"]}],
-            "access": "standing",
-            "valid_days": 30,
-        },
+        json=mortgage_request({"ci": CI}, items=ANY_INCOME),
         headers=bank,
     )
     assert asked.status_code == 201, asked.text
@@ -67,13 +63,7 @@ async def test_records_by_nid_and_a_request_by_ci_meet_at_one_citizen(local: Loc
     assert [r["type"] for r in mine["records"]] == ["income_certificate"]
     requested = await local.http.post(
         "/v1/consent-requests",
-        json={
-            "subject": {"ci": other_ci},
-            "purpose": "mortgage_screening",
-            "items": [{"type": "income_certificate", "fields": ["*"]}],
-            "access": "standing",
-            "valid_days": 30,
-        },
+        json=mortgage_request({"ci": other_ci}, items=ANY_INCOME),
         headers=bank,
     )
     assert requested.status_code == 201

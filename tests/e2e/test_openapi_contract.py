@@ -24,17 +24,18 @@ from tests.e2e.conftest import Platform
 from tests.e2e.test_proactive import _family
 from tests.e2e.test_product import _issue
 from tests.helpers.clients import TestClient
-from tests.helpers.home import BUYER_NID, CONTRACT, INCOME, MORTGAGE_ITEMS, TITLE
+from tests.helpers.home import (
+    BUYER_NID,
+    CONTRACT,
+    INCOME,
+    MORTGAGE_ITEMS,
+    TITLE,
+    mortgage_request,
+)
 
 MAX_SEQ = 2**53 - 1
 #: The bank's standing consent request for the buyer's mortgage screening.
-MORTGAGE_REQUEST: dict[str, Any] = {
-    "subject": {"nid": BUYER_NID},
-    "purpose": "mortgage_screening",
-    "items": MORTGAGE_ITEMS,
-    "access": "standing",
-    "valid_days": 30,
-}
+MORTGAGE_REQUEST = mortgage_request({"nid": BUYER_NID})
 ADDRESS = {
     "road_address": "서울특별시 마포구 월드컵북로 396",
     "detail": "101동",

@@ -18,6 +18,7 @@ from api.app import create_app
 from api.auth import AUDIT_ACTION
 from tests.e2e.conftest import Platform
 from tests.helpers.clients import TestClient
+from tests.helpers.home import mortgage_request
 
 #: (method, path, body, the action its refusals are audited as)
 ROUTES: list[tuple[str, str, Any, str]] = [
@@ -214,13 +215,7 @@ async def test_a_citizens_refusals_are_audited_as_the_routes_action(platform: Pl
     kbank = {"Authorization": f"Bearer {await p.token('kbank', scope='consumer')}"}
     asked = await p.http.post(
         "/v1/consent-requests",
-        json={
-            "subject": {"nid": SELLER},
-            "purpose": "mortgage_screening",
-            "items": [{"type": "income_certificate", "fields": ["*"]}],
-            "access": "standing",
-            "valid_days": 30,
-        },
+        json=mortgage_request({"nid": SELLER}),
         headers=kbank,
     )
     assert asked.status_code == 201, asked.text

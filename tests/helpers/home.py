@@ -35,3 +35,16 @@ MORTGAGE_ITEMS = [
     {"type": "income_certificate", "fields": ["year", "total_income"]},
     {"type": "real_estate_title", "fields": ["unique_number", "address", "area_m2"]},
 ]
+
+
+def mortgage_request(subject: dict[str, str], **fields: Any) -> dict[str, Any]:
+    """The bank's standing ``mortgage_screening`` request body for ``subject``
+    (``fields`` replace the defaults: ``items``, ``access``, ``valid_days``, ...)."""
+    return {
+        "subject": subject,
+        "purpose": "mortgage_screening",
+        "items": MORTGAGE_ITEMS,
+        "access": "standing",
+        "valid_days": 30,
+        **fields,
+    }

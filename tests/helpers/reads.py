@@ -14,6 +14,7 @@ from vault.service import Actor
 if TYPE_CHECKING:
     from api.runtime import Runtime
     from vault.service import VaultService
+    from vault.storage import Database
 
 INCOME = "income_certificate"
 
@@ -120,3 +121,15 @@ async def citizen_with_cached_key(vault: VaultService, nid: str) -> str:
     )
     await vault.read(citizen_id=citizen, record_type="address", actor=Actor("citizen", None))
     return citizen
+
+
+async def alter_the_ciphertext(database: Database) -> None:
+    """Flip one bit of the database's one record ciphertext, as a writer with access to
+    the database could: the row no longer opens (its GCM tag fails)."""
+    (row,) = await database.fetch_values("SELECT record_id, ciphertext FROM records")
+    ciphertext = bytes(row[1])
+    altered = ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])
+    async with database.transaction():
+        await database.execute(
+            "UPDATE records SET ciphertext = $1 WHERE record_id = $2", altered, row[0]
+        )

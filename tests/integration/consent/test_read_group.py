@@ -24,7 +24,7 @@ from consent.reads import DataReader, ReadResult
 from consent.repository import LockedConsents, ReplayRepository
 from consent.tokens import SignedToken
 from tests.helpers.clients import TestClient, register
-from tests.helpers.reads import citizen_with_consent
+from tests.helpers.reads import alter_the_ciphertext, citizen_with_consent
 from tests.helpers.statements import Statements
 from vault.clock import ManualClock
 from vault.errors import (
@@ -637,15 +637,7 @@ async def test_a_ciphertext_that_does_not_open_after_commit_leaves_an_error_entr
     (the log must not say the fields went out). The answer carries its seq."""
     consent_id = await citizen_with_consent(runtime, 71)
     assert isinstance(await read(runtime, consent_id), ReadResult)  # the DEK now cached
-    (row,) = await database.fetch_values(
-        "SELECT record_id, ciphertext FROM records WHERE superseded_at IS NULL"
-    )
-    record_id, ciphertext = row[0], bytes(row[1])
-    altered = ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])
-    async with database.transaction():
-        await database.execute(
-            "UPDATE records SET ciphertext = $1 WHERE record_id = $2", altered, record_id
-        )
+    await alter_the_ciphertext(database)
     size = (await runtime.audit.state()).size
     failed = await read(runtime, consent_id)
     assert isinstance(failed, DecryptionError)
@@ -669,12 +661,7 @@ async def test_a_release_failure_whose_error_entry_cannot_be_written_is_still_an
 ) -> None:
     consent_id = await citizen_with_consent(runtime, 72)
     assert isinstance(await read(runtime, consent_id), ReadResult)
-    (row,) = await database.fetch_values("SELECT record_id, ciphertext FROM records")
-    altered = bytes(row[1])[:-1] + bytes([bytes(row[1])[-1] ^ 1])
-    async with database.transaction():
-        await database.execute(
-            "UPDATE records SET ciphertext = $1 WHERE record_id = $2", altered, row[0]
-        )
+    await alter_the_ciphertext(database)
 
     async def down(*_: Any) -> int:
         raise StorageError("database unavailable")

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from api.runtime import Runtime
+from tests.helpers.reads import alter_the_ciphertext
 from vault.errors import DecryptionError, InvalidSubject, RecordNotFound
 from vault.models import Subject
 from vault.service import Actor, VaultService
@@ -120,12 +121,7 @@ async def test_an_own_record_that_does_not_open_after_its_entry_leaves_an_error_
     citizen = await vault.resolve(Subject.parse({"nid": CANARY_NID}))
     await _put(vault, citizen, {"year": 2025})
     await vault.read(citizen_id=citizen, record_type="income_certificate", actor=CITIZEN)
-    (row,) = await database.fetch_values("SELECT record_id, ciphertext FROM records")
-    altered = bytes(row[1])[:-1] + bytes([bytes(row[1])[-1] ^ 1])
-    async with database.transaction():
-        await database.execute(
-            "UPDATE records SET ciphertext = $1 WHERE record_id = $2", altered, row[0]
-        )
+    await alter_the_ciphertext(database)
     size = (await vault.audit.state()).size
     with pytest.raises(DecryptionError) as caught:
         await vault.read(citizen_id=citizen, record_type="income_certificate", actor=CITIZEN)
